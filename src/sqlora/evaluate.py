@@ -1,0 +1,544 @@
+"""Execution accuracy of predicted SQL, judged like test-suite-sql-eval, safely and in parallel.
+
+    python -m sqlora.evaluate --gold dev_gold.sql --pred pred.sql --db database/ [--plug-value]
+
+A prediction is right when its result equals the gold query's result on every database of the
+question (``DBDIR/<db_id>/*.sqlite``): as a multiset of rows, or as a list when the gold query
+has ORDER BY, with the columns in any order; two empty results are equal.  DISTINCT is dropped
+from both queries unless keep_distinct.  With plug_value, the gold query's literal values may
+replace the prediction's (see plugvalue.py for the bound on that search).  Predictions run under
+the guards of sqlexec.py.  docs/EVALUATION.md tells the whole story.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import re
+import sqlite3
+import sys
+import time
+from collections import Counter, OrderedDict, defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SqloraError, run_stage
+from .hardness import hardness, tokenize
+from .plugvalue import DEFAULT_LIMIT, PlugSearch
+from .progress import progress
+from .sqlexec import Outcome, ReadOnlyDatabase, is_compile_error
+
+LEVELS = ("easy", "medium", "hard", "extra")
+ALL_LEVELS = (*LEVELS, "all")
+ORDER_BY = re.compile(r"\border\s+by\b", re.IGNORECASE)
+# MySQL's YEAR(CURDATE()); the reference runs it as 2020, the year Spider's answers assume
+CURRENT_YEAR = re.compile(r"YEAR\s*\(\s*CURDATE\s*\(\s*\)\s*\)\s*", re.IGNORECASE)
+# Exploring column orders gives up (no match) past this many partial assignments; real results
+# never come close, since each step must keep the columns chosen so far consistent row by row.
+MAX_PERMUTATION_STEPS = 50_000
+
+__all__ = ["EvalResult", "evaluate", "format_table", "hardness", "results_match", "main"]
+
+
+@dataclass
+class EvalResult:
+    scores: dict[str, dict[str, float]]
+    per_question: list[dict]
+
+
+@dataclass(frozen=True)
+class Question:
+    index: int
+    db_id: str
+    gold: str
+    pred: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_dir: str
+    plug_value: bool = False
+    keep_distinct: bool = False
+    timeout: float = 5.0
+    plug_limit: int = DEFAULT_LIMIT
+    # time for all substitutions of one question together; None: the query timeout, at least 1 s
+    plug_seconds: float | None = None
+
+
+def evaluate(
+    gold_path,
+    pred_path,
+    db_dir,
+    *,
+    plug_value: bool = False,
+    keep_distinct: bool = False,
+    timeout: float = 5.0,
+    workers: int | None = None,
+) -> EvalResult:
+    """Judge every prediction of pred_path against gold_path; see the module docstring.
+
+    workers: processes to spread the questions over (None: one per CPU; 1: this process only).
+    Like any multiprocessing on Windows or macOS (and on Linux, where the forkserver method is
+    used), a script that calls this with workers > 1 needs the ``if __name__ == "__main__":``
+    guard.  Questions whose database folder is missing get the error "database missing: ..."
+    and are left out of the scores.
+    """
+    if not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise SqloraError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise SqloraError(f"workers must be a positive integer, got {workers!r}")
+    db_dir = Path(db_dir)
+    if not db_dir.is_dir():
+        raise SqloraError(f"database folder not found: {db_dir}")
+    questions = read_questions(gold_path, pred_path)
+    settings = Settings(str(db_dir), plug_value, keep_distinct, float(timeout))
+    per_question = judge_all(questions, settings, workers or os.cpu_count() or 1)
+    skipped = [record for record in per_question if record.get("skipped")]
+    if skipped:
+        missing = ", ".join(sorted({record["db_id"] for record in skipped}))
+        print(f"warning: {len(skipped)} questions not scored, database missing: {missing}", file=sys.stderr)
+    return EvalResult(scores=score(per_question), per_question=per_question)
+
+
+def read_questions(gold_path, pred_path) -> list[Question]:
+    """Pair gold lines (SQL<TAB>db_id) with prediction lines; the counts must agree."""
+    gold_lines = _read_lines(gold_path, "gold")
+    while gold_lines and not gold_lines[-1].strip():
+        gold_lines.pop()
+    pred_lines = _read_lines(pred_path, "prediction")
+    if len(gold_lines) != len(pred_lines):
+        raise SqloraError(
+            f"{gold_path} has {len(gold_lines)} gold lines but {pred_path} has "
+            f"{len(pred_lines)} prediction lines: they must pair up line by line"
+        )
+    questions = []
+    for index, (gold_line, pred_line) in enumerate(zip(gold_lines, pred_lines)):
+        gold_sql, tab, db_id = gold_line.strip().rpartition("\t")
+        if not tab or not gold_sql.strip() or not db_id.strip():
+            raise SqloraError(f"{gold_path} line {index + 1}: expected 'SQL<TAB>db_id'")
+        db_id = db_id.strip()
+        # a prediction file written as SQL<TAB>db_id (like the gold file) is read the same way
+        pred_sql, tab, pred_db = pred_line.rpartition("\t")
+        if not tab or pred_db.strip() != db_id:
+            pred_sql = pred_line
+        questions.append(Question(index, db_id, gold_sql.strip(), pred_sql.strip()))
+    return questions
+
+
+def _read_lines(path, what: str) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise SqloraError(f"{what} file not found: {path}")
+    return path.read_text(encoding="utf-8", errors="replace").splitlines()
+
+
+def judge_all(questions: list[Question], settings: Settings, workers: int) -> list[dict]:
+    """Judge questions in worker processes, each given chunks of one database's questions."""
+    records: list[dict] = []
+    with progress(total=len(questions), desc="evaluate", unit="q") as bar:
+        if workers == 1 or len(questions) < 2:
+            with DatabaseCache() as databases:
+                for question in questions:
+                    records.append(judge(question, settings, databases))
+                    bar.update(1)
+        else:
+            chunks = plan_chunks(questions, workers)
+            pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=_process_context())
+            with pool:
+                futures = [pool.submit(_judge_chunk, chunk, settings) for chunk in chunks]
+                try:
+                    for future in as_completed(futures):
+                        chunk_records = future.result()
+                        records.extend(chunk_records)
+                        bar.update(len(chunk_records))
+                except BrokenProcessPool as error:
+                    raise SqloraError(
+                        f"an evaluation worker process died ({error}); run with workers=1 to see why"
+                    ) from error
+    return sorted(records, key=lambda record: record["index"])
+
+
+def _process_context():
+    """forkserver where there is one: fork copies threads' locks (tqdm's monitor thread, say)
+    and Python 3.12+ warns about it; spawn elsewhere (Windows, and macOS by default)."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context()
+
+
+def plan_chunks(questions: list[Question], workers: int) -> list[list[Question]]:
+    """Chunks of questions of one database each, biggest databases first, about 4 per worker."""
+    by_database: dict[str, list[Question]] = defaultdict(list)
+    for question in questions:
+        by_database[question.db_id].append(question)
+    size = max(1, math.ceil(len(questions) / (workers * 4)))
+    chunks = []
+    for group in sorted(by_database.values(), key=len, reverse=True):
+        chunks.extend(group[start : start + size] for start in range(0, len(group), size))
+    return chunks
+
+
+_PROCESS_DATABASES: DatabaseCache | None = None
+
+
+def _judge_chunk(chunk: list[Question], settings: Settings) -> list[dict]:
+    """Worker entry point: connections stay open for the chunks that come next."""
+    global _PROCESS_DATABASES
+    if _PROCESS_DATABASES is None:
+        _PROCESS_DATABASES = DatabaseCache()
+    return [judge(question, settings, _PROCESS_DATABASES) for question in chunk]
+
+
+class DatabaseCache:
+    """Read-only connections by file, opened on first use; the least recently used are closed
+    beyond max_open (a test suite can have thousands of database files)."""
+
+    def __init__(self, max_open: int = 64) -> None:
+        self.max_open = max_open
+        self._open: OrderedDict[Path, ReadOnlyDatabase] = OrderedDict()
+
+    def get(self, path: Path) -> ReadOnlyDatabase:
+        if path in self._open:
+            self._open.move_to_end(path)
+            return self._open[path]
+        while len(self._open) >= self.max_open:
+            _, oldest = self._open.popitem(last=False)
+            oldest.close()
+        self._open[path] = ReadOnlyDatabase(path)
+        return self._open[path]
+
+    def close(self) -> None:
+        for database in self._open.values():
+            database.close()
+        self._open.clear()
+
+    def __enter__(self) -> DatabaseCache:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def database_files(db_dir: str | Path, db_id: str) -> list[Path]:
+    """DBDIR/<db_id>/<db_id>.sqlite first, then the folder's other .sqlite files (test suites)."""
+    folder = Path(db_dir) / db_id
+    if not folder.is_dir():
+        return []
+    main_file = folder / f"{db_id}.sqlite"
+    others = sorted(path for path in folder.glob("*.sqlite") if path != main_file and path.is_file())
+    return ([main_file] if main_file.is_file() else []) + others
+
+
+def prepare_sql(sql: str, keep_distinct: bool) -> str:
+    """What the reference does to both queries before running them."""
+    sql = sql.replace("> =", ">=").replace("< =", "<=").replace("! =", "!=")
+    if keep_distinct:
+        return sql
+    tokens = tokenize(sql)
+    return "".join(token.text for token in tokens if not (token.kind == "word" and token.low == "distinct"))
+
+
+def as_executed(sql: str) -> str:
+    return CURRENT_YEAR.sub("2020", sql)
+
+
+def judge(question: Question, settings: Settings, databases: DatabaseCache) -> dict:
+    """One question's verdict: a per-question record with exec 0/1 and the reason when 0."""
+    record = {
+        "index": question.index,
+        "db_id": question.db_id,
+        "hardness": hardness(question.gold),
+        "exec": 0,
+        "error": None,
+        "gold": question.gold,
+        "pred": question.pred,
+    }
+    files = database_files(settings.db_dir, question.db_id)
+    if not files:
+        record["error"] = f"database missing: {question.db_id}"
+        record["skipped"] = True
+        return record
+    if not question.pred.strip():
+        record["error"] = "empty prediction"
+        return record
+
+    try:
+        for path in files:
+            databases.get(path)
+    except sqlite3.Error as error:
+        record["error"] = f"database unreadable: {error}"
+        return record
+
+    gold_sql = prepare_sql(question.gold, settings.keep_distinct)
+    pred_sql = prepare_sql(question.pred, settings.keep_distinct)
+    golds: list[Outcome] = []
+    for path in files:
+        outcome = databases.get(path).run(as_executed(gold_sql), timeout=settings.timeout)
+        if not outcome.ok:
+            record["error"] = f"gold failed: {outcome.error}"
+            return record
+        golds.append(outcome)
+    order_matters = bool(ORDER_BY.search(gold_sql))
+    judge_query = _QueryJudge(files, golds, databases, order_matters=order_matters)
+
+    error = judge_query(pred_sql, settings.timeout)
+    if error is not None and settings.plug_value:
+        error = _plug_values(gold_sql, pred_sql, error, judge_query, settings, record)
+    record["exec"] = int(error is None)
+    record["error"] = error
+    return record
+
+
+class _QueryJudge:
+    """Runs a query on each of a question's databases and compares with the gold results."""
+
+    def __init__(
+        self, files: list[Path], golds: list[Outcome], databases: DatabaseCache, *, order_matters: bool
+    ):
+        self.files = files
+        self.golds = golds
+        self.databases = databases
+        self.order_matters = order_matters
+
+    def __call__(self, sql: str, timeout: float) -> str | None:
+        """None when sql's results equal the gold's on every database, else the reason."""
+        for path, gold in zip(self.files, self.golds):
+            gold_rows = gold.rows or []
+            outcome = self.databases.get(path).run(
+                as_executed(sql),
+                timeout=timeout,
+                # more rows than the gold's cannot match; other column counts neither, except
+                # when the gold result is empty
+                max_rows=len(gold_rows),
+                expected_columns=gold.columns if gold_rows else None,
+            )
+            if outcome.error == "too many rows":
+                return f"too many rows (gold has {len(gold_rows)})"
+            if outcome.error == "wrong number of columns":
+                noun = "column" if outcome.columns == 1 else "columns"
+                return f"wrong result ({outcome.columns} {noun}, gold has {gold.columns})"
+            if not outcome.ok:
+                return outcome.error
+            if not results_match(gold_rows, outcome.rows or [], self.order_matters):
+                return "wrong result"
+        return None
+
+
+def _plug_values(gold_sql, pred_sql, error, judge_query, settings: Settings, record: dict) -> str | None:
+    """Try the prediction with gold values in its literal slots, within a count and time budget.
+
+    Returns None when some substitution matches, else the written prediction's own error.
+    """
+    search = PlugSearch(gold_sql, pred_sql, limit=settings.plug_limit)
+    record["plug_tried"] = 0
+    record["plug_capped"] = False
+    if error == "timeout":  # each substitution would likely take as long: not tried (a bound)
+        record["plug_capped"] = search.possible
+        return error
+    # no substitution changes the text's syntax, names or number of result columns
+    if is_compile_error(error) or error.startswith("wrong result ("):
+        return error
+    budget = settings.plug_seconds if settings.plug_seconds is not None else max(settings.timeout, 1.0)
+    deadline = time.monotonic() + budget
+    for candidate in search:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            record["plug_capped"] = True
+            break
+        record["plug_tried"] += 1
+        candidate_error = judge_query(candidate, min(settings.timeout, remaining))
+        if candidate_error is None:
+            return None
+        if candidate_error == "timeout":
+            record["plug_capped"] = True
+            break
+    record["plug_capped"] = record["plug_capped"] or search.capped
+    return error
+
+
+def results_match(gold: list[tuple], pred: list[tuple], order_matters: bool) -> bool:
+    """The reference's equality of two results: same rows (in order when order_matters) under
+    some reordering of the prediction's columns; two empty results are equal."""
+    if not gold and not pred:
+        return True
+    if len(gold) != len(pred):
+        return False
+    width = len(gold[0])
+    if len(pred[0]) != width:
+        return False
+    if not _same_sorted_rows(gold, pred, order_matters):
+        return False
+    return _column_order_exists(gold, pred, order_matters)
+
+
+def _same_sorted_rows(gold: list[tuple], pred: list[tuple], order_matters: bool) -> bool:
+    """The reference's quick rejection: rows compared with their values sorted by text and type
+    name.  It is a necessary condition, except that 1 and 1.0 sort apart; kept for agreement."""
+
+    def sorted_row(row: tuple) -> tuple:
+        return tuple(sorted(row, key=lambda value: str(value) + str(type(value))))
+
+    if order_matters:
+        return [sorted_row(row) for row in gold] == [sorted_row(row) for row in pred]
+    return {sorted_row(row) for row in gold} == {sorted_row(row) for row in pred}
+
+
+def _column_order_exists(gold: list[tuple], pred: list[tuple], order_matters: bool) -> bool:
+    """Is there an order of pred's columns that makes the results equal?
+
+    Gold columns are matched one at a time to prediction columns with the same multiset of
+    values; after each choice the chosen columns must agree as a whole (projected rows equal as
+    multiset or list), which cuts the search at once on real data.  Identical prediction
+    columns are interchangeable, so only one of them is tried at each step.
+    """
+    width = len(gold[0])
+    gold_columns = list(zip(*gold))
+    pred_columns = list(zip(*pred))
+    gold_counts = [Counter(column) for column in gold_columns]
+    pred_counts = [Counter(column) for column in pred_columns]
+    candidates = [[k for k in range(width) if pred_counts[k] == gold_counts[j]] for j in range(width)]
+    if any(not options for options in candidates):
+        return False
+    order = sorted(range(width), key=lambda j: len(candidates[j]))
+
+    def consistent(gold_picks: list[int], pred_picks: list[int]) -> bool:
+        gold_part = list(zip(*(gold_columns[j] for j in gold_picks)))
+        pred_part = list(zip(*(pred_columns[k] for k in pred_picks)))
+        if order_matters:
+            return gold_part == pred_part
+        return Counter(gold_part) == Counter(pred_part)
+
+    steps = 0
+
+    def extend(pred_picks: list[int]) -> bool:
+        nonlocal steps
+        depth = len(pred_picks)
+        if depth == width:
+            return True
+        gold_column = order[depth]
+        tried: set[tuple] = set()
+        for k in candidates[gold_column]:
+            if k in pred_picks or pred_columns[k] in tried:
+                continue
+            tried.add(pred_columns[k])
+            steps += 1
+            if steps > MAX_PERMUTATION_STEPS:
+                return False
+            picks = [*pred_picks, k]
+            if consistent(order[: depth + 1], picks) and extend(picks):
+                return True
+        return False
+
+    return extend([])
+
+
+def score(per_question: list[dict]) -> dict[str, dict[str, float]]:
+    """Count and execution accuracy per hardness level and over all judged questions."""
+    scores = {}
+    judged = [record for record in per_question if not record.get("skipped")]
+    for level in ALL_LEVELS:
+        records = [r for r in judged if level == "all" or r["hardness"] == level]
+        right = sum(record["exec"] for record in records)
+        scores[level] = {"count": len(records), "exec": right / len(records) if records else 0.0}
+    return scores
+
+
+def format_table(result: EvalResult) -> str:
+    """The reference's table: a header of levels, a count row and an execution row."""
+
+    def row(name: str, cells: list[str]) -> str:
+        return (f"{name:20} " + " ".join(f"{cell:20}" for cell in cells)).rstrip()
+
+    lines = [
+        row("", list(ALL_LEVELS)),
+        row("count", [str(int(result.scores[level]["count"])) for level in ALL_LEVELS]),
+        "=====================   EXECUTION ACCURACY     =====================",
+        row("execution", [f"{result.scores[level]['exec']:.3f}" for level in ALL_LEVELS]),
+    ]
+    return "\n".join(lines)
+
+
+def error_category(error: str | None) -> str | None:
+    """'syntax error: near "x"' -> 'syntax error'; 'too many rows (gold has 3)' -> 'too many rows'."""
+    if error is None:
+        return None
+    return re.split(r"[:(]", error, maxsplit=1)[0].strip()
+
+
+def metrics(result: EvalResult, settings: dict | None = None) -> dict:
+    """The --json document: the scores, plus why predictions failed and what was skipped."""
+    document: dict = {level: dict(values) for level, values in result.scores.items()}
+    for values in document.values():
+        values["count"] = int(values["count"])
+    judged = [record for record in result.per_question if not record.get("skipped")]
+    document["errors"] = dict(Counter(error_category(r["error"]) for r in judged if r["error"]).most_common())
+    document["skipped"] = len(result.per_question) - len(judged)
+    if any("plug_tried" in record for record in judged):
+        document["plug_value"] = {
+            "substitutions_run": sum(record.get("plug_tried", 0) for record in judged),
+            "questions_capped": sum(bool(record.get("plug_capped")) for record in judged),
+        }
+    if settings is not None:
+        document["settings"] = settings
+    return document
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m sqlora.evaluate",
+        description="Execution accuracy of predicted SQL (Spider, test-suite-sql-eval semantics).",
+    )
+    parser.add_argument("--gold", required=True, help="gold file: one 'SQL<TAB>db_id' per line")
+    parser.add_argument("--pred", required=True, help="predictions: one SQL per line, same order")
+    parser.add_argument("--db", required=True, help="folder with <db_id>/<db_id>.sqlite")
+    parser.add_argument(
+        "--plug-value", action="store_true", help="let gold values fill the prediction's literals"
+    )
+    parser.add_argument("--keep-distinct", action="store_true", help="do not remove DISTINCT before running")
+    parser.add_argument("--per-question", metavar="OUT.jsonl", help="write one JSON line per question")
+    parser.add_argument("--json", metavar="METRICS.json", help="write the scores as JSON")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per query (default 5)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="processes (default or 0: CPU count; 1: none)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    result = evaluate(
+        args.gold,
+        args.pred,
+        args.db,
+        plug_value=args.plug_value,
+        keep_distinct=args.keep_distinct,
+        timeout=args.timeout,
+        workers=args.workers or None,
+    )
+    print(format_table(result))
+    if args.per_question:
+        lines = (json.dumps(record, ensure_ascii=False) + "\n" for record in result.per_question)
+        _write_text(args.per_question, "".join(lines))
+    if args.json:
+        settings = {
+            "plug_value": args.plug_value,
+            "keep_distinct": args.keep_distinct,
+            "timeout": args.timeout,
+        }
+        _write_text(args.json, json.dumps(metrics(result, settings), indent=2) + "\n")
+
+
+def _write_text(path, text: str) -> None:
+    path = Path(path)
+    if path.parent and not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,90 @@
+"""Batched greedy generation that stops at the end of the SQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .modeling import chat_end_token_ids, load_quantized_model, load_tokenizer
+from .params import boolean, number
+from .progress import progress
+
+ADAPTER_CONFIG = "adapter_config.json"
+STOP_STRINGS = [";"]
+
+
+def check_predict_params(predict: dict) -> dict:
+    number(predict, "batch_size", "predict", minimum=1, integer=True)
+    number(predict, "max_new_tokens", "predict", minimum=1, integer=True)
+    boolean(predict, "merge_adapter", "predict")
+    return predict
+
+
+def is_adapter(model_dir: Path) -> bool:
+    return (Path(model_dir) / ADAPTER_CONFIG).is_file()
+
+
+def load_for_inference(model_dir: Path, base_dir: Path, quant: dict, *, merge_adapter: bool = False,
+                       trust_remote_code: bool = False):
+    """The base model, or base + LoRA adapter; `merge_adapter` merges it into a 16-bit base."""
+    from peft import PeftModel
+
+    model_dir, base_dir = Path(model_dir), Path(base_dir)
+    if not is_adapter(model_dir):
+        model = load_quantized_model(model_dir, quant, trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(model_dir, trust_remote_code)
+    elif merge_adapter:
+        # Merging into 4-bit weights would re-round them and change generations: merge into 16 bits.
+        base = load_quantized_model(base_dir, {**quant, "bits": 16}, trust_remote_code=trust_remote_code)
+        model = PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload()
+        tokenizer = load_tokenizer(model_dir, trust_remote_code)
+    else:
+        base = load_quantized_model(base_dir, quant, trust_remote_code=trust_remote_code)
+        model = PeftModel.from_pretrained(base, str(model_dir))
+        tokenizer = load_tokenizer(model_dir, trust_remote_code)
+    model.eval()
+    model.config.use_cache = True  # training with gradient checkpointing may have saved it off
+    return model, tokenizer
+
+
+def generate(model, tokenizer, prompts: list[list[dict]], *, batch_size: int, max_new_tokens: int,
+             desc: str = "generating") -> list[str]:
+    """One greedy completion per chat prompt, in input order; batches hold prompts of similar length."""
+    import torch
+
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # longest first: memory errors show early
+    tokenizer.padding_side = "left"
+    end_ids = chat_end_token_ids(tokenizer)
+    outputs: list[str] = [""] * len(texts)
+    device = next(model.parameters()).device
+    bar = progress(total=len(texts), desc=desc, unit="q")
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        encoded = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(device)
+        with torch.inference_mode():
+            generated = model.generate(
+                **encoded, do_sample=False, max_new_tokens=max_new_tokens, use_cache=True,
+                eos_token_id=end_ids, pad_token_id=tokenizer.pad_token_id,
+                stop_strings=STOP_STRINGS, tokenizer=tokenizer,
+                temperature=None, top_p=None, top_k=None,
+            )
+        new_tokens = generated[:, encoded["input_ids"].shape[1]:]
+        for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
+            outputs[i] = text
+        bar.update(len(batch))
+    bar.close()
+    return outputs
+
+
+def degenerate_reason(generations: list[str]) -> str | None:
+    """Why a set of generations shows a broken model (all empty, or one token repeated), else None."""
+    stripped = [g.strip() for g in generations]
+    if stripped and all(not g for g in stripped):
+        return "every generation was empty"
+    for g in stripped:
+        words = g.split()
+        if len(words) >= 8 and len(set(words)) == 1:
+            return f"a generation repeats one token: {g[:60]!r}"
+    return None

@@ -1,0 +1,414 @@
+"""Spider's hardness classes (easy, medium, hard, extra) from a query's structure.
+
+The rules are those of Spider's evaluation.py (eval_hardness); this module recomputes the
+parts they look at with its own tokenizer and a clause-level parser, so it needs neither nltk
+nor the database schema.  For one SELECT block (nested queries are not looked into):
+
+- component 1: one each for WHERE, GROUP BY, ORDER BY and LIMIT, one per table beyond the first
+  in FROM, one per OR connector and one per LIKE condition (in the ON, WHERE and HAVING clauses);
+- component 2: one per subquery used as a value in an ON, WHERE or HAVING condition, plus one
+  for an INTERSECT, UNION or EXCEPT;
+- others: one each for "more than one aggregate", "more than one SELECT column", "more than
+  one WHERE condition" and "more than one GROUP BY column".
+
+Two quirks of the reference are kept because they decide the counts it reports: the aggregate
+count includes every negated WHERE condition (NOT IN, NOT LIKE, ...), and every HAVING condition
+that is negated or is an AND/OR connector; and "more than one WHERE condition" counts the
+connectors too, so it is true exactly when WHERE has two conditions or more.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+AGGREGATES = frozenset({"max", "min", "count", "sum", "avg"})
+SET_OPERATIONS = frozenset({"union", "intersect", "except"})
+JOIN_WORDS = frozenset({"join", "natural", "left", "right", "full", "inner", "cross", "outer"})
+# Words that start a new clause of a SELECT block (GROUP and ORDER are followed by BY).
+CLAUSE_WORDS = frozenset({"from", "where", "group", "having", "order", "limit", "window"}) | SET_OPERATIONS
+
+_TOKEN_PATTERN = re.compile(
+    r"""
+    (?P<space>\s+)
+  | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
+  | (?P<string>'[^']*(?:''[^']*)*'?)
+  | (?P<quoted>"[^"]*(?:""[^"]*)*"?)
+  | (?P<ident>`[^`]*(?:``[^`]*)*`?|\[[^\]]*\]?)
+  | (?P<number>0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
+  | (?P<word>[^\W\d][\w$]*)
+  | (?P<op><>|!=|>=|<=|==|\|\||<<|>>|[-+*/%<>=~&|!])
+  | (?P<punct>[(),;.])
+  | (?P<other>.)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class Token:
+    """One lexical piece of SQL text; joining the texts of all tokens gives the text back.
+
+    kind is one of: space, comment, string ('...'), quoted ("..." which Spider uses for string
+    values; SQLite reads it as a name when such a column exists), ident (`...` or [...]),
+    number, word (keyword or bare name), op, punct, other.
+    """
+
+    kind: str
+    text: str
+
+    @property
+    def low(self) -> str:
+        return self.text.lower()
+
+    @property
+    def is_literal(self) -> bool:
+        return self.kind in ("string", "quoted", "number")
+
+
+def tokenize(sql: str) -> list[Token]:
+    """Every token of sql, whitespace and comments included, in order."""
+    return [Token(match.lastgroup, match.group()) for match in _TOKEN_PATTERN.finditer(sql)]
+
+
+def significant(tokens: list[Token]) -> list[Token]:
+    return [token for token in tokens if token.kind not in ("space", "comment")]
+
+
+@dataclass
+class Condition:
+    negated: bool = False
+    is_like: bool = False
+    subqueries: int = 0
+
+
+@dataclass
+class Conditions:
+    """A WHERE, HAVING or ON clause: its conditions and the AND/OR words between them."""
+
+    items: list[Condition] = field(default_factory=list)
+    connectors: list[str] = field(default_factory=list)
+
+    def extend(self, other: Conditions) -> None:
+        if self.items and other.items:
+            self.connectors.append("and")
+        self.items.extend(other.items)
+        self.connectors.extend(other.connectors)
+
+    @property
+    def length(self) -> int:
+        """The length of the reference's list: conditions and connectors together."""
+        return len(self.items) + len(self.connectors)
+
+
+@dataclass
+class BlockShape:
+    """What the hardness rules need to know about one SELECT block."""
+
+    select_columns: int = 0
+    select_aggregates: int = 0
+    table_units: int = 0
+    join_on: Conditions = field(default_factory=Conditions)
+    where: Conditions = field(default_factory=Conditions)
+    group_by_columns: int = 0
+    having: Conditions = field(default_factory=Conditions)
+    has_order_by: bool = False
+    order_by_aggregates: int = 0
+    has_limit: bool = False
+    set_operation: str | None = None
+
+
+def hardness(sql: str) -> str:
+    """Spider's hardness class of a (gold) query: "easy", "medium", "hard" or "extra"."""
+    shape = parse_shape(sql)
+    component1 = count_component1(shape)
+    component2 = count_component2(shape)
+    others = count_others(shape)
+    if component1 <= 1 and others == 0 and component2 == 0:
+        return "easy"
+    if (others <= 2 and component1 <= 1 and component2 == 0) or (
+        component1 <= 2 and others < 2 and component2 == 0
+    ):
+        return "medium"
+    if (
+        (others > 2 and component1 <= 2 and component2 == 0)
+        or (2 < component1 <= 3 and others <= 2 and component2 == 0)
+        or (component1 <= 1 and others == 0 and component2 <= 1)
+    ):
+        return "hard"
+    return "extra"
+
+
+def count_component1(shape: BlockShape) -> int:
+    count = sum(
+        (
+            bool(shape.where.items),
+            shape.group_by_columns > 0,
+            shape.has_order_by,
+            shape.has_limit,
+        )
+    )
+    count += max(shape.table_units - 1, 0)
+    clauses = (shape.join_on, shape.where, shape.having)
+    count += sum(clause.connectors.count("or") for clause in clauses)
+    count += sum(condition.is_like for clause in clauses for condition in clause.items)
+    return count
+
+
+def count_component2(shape: BlockShape) -> int:
+    clauses = (shape.join_on, shape.where, shape.having)
+    nested = sum(condition.subqueries for clause in clauses for condition in clause.items)
+    return nested + (shape.set_operation is not None)
+
+
+def count_others(shape: BlockShape) -> int:
+    aggregates = (
+        shape.select_aggregates
+        + sum(condition.negated for condition in shape.where.items)
+        + shape.order_by_aggregates
+        + sum(condition.negated for condition in shape.having.items)
+        + len(shape.having.connectors)
+    )
+    return sum(
+        (
+            aggregates > 1,
+            shape.select_columns > 1,
+            shape.where.length > 1,
+            shape.group_by_columns > 1,
+        )
+    )
+
+
+def parse_shape(sql: str) -> BlockShape:
+    """The shape of the outermost SELECT block of sql (best effort on SQL it does not know)."""
+    tokens = significant(tokenize(sql))
+    start = _skip_with_clause(tokens, 0)
+    while start < len(tokens) and tokens[start].text == "(":
+        start += 1
+    shape, _ = _parse_block(tokens, start)
+    return shape
+
+
+def _skip_with_clause(tokens: list[Token], index: int) -> int:
+    """Index of the main SELECT after a leading WITH name AS (...), ... list."""
+    if index >= len(tokens) or tokens[index].low != "with":
+        return index
+    depth = 0
+    for position in range(index + 1, len(tokens)):
+        text = tokens[position].text
+        if text == "(":
+            depth += 1
+        elif text == ")":
+            depth -= 1
+        elif depth == 0 and tokens[position].low == "select":
+            return position
+    return len(tokens)
+
+
+def _parse_block(tokens: list[Token], start: int) -> tuple[BlockShape, int]:
+    """Split one SELECT block into its clauses (at parenthesis depth 0) and measure each.
+
+    Returns the shape and the index just past the block (a closing parenthesis of an
+    enclosing query, a semicolon, or the end).
+    """
+    clauses: dict[str, list[Token]] = {}
+    current: list[Token] = []
+    clauses["select"] = current
+    depth = 0
+    index = start + 1 if start < len(tokens) and tokens[start].low == "select" else start
+    set_operation = None
+    while index < len(tokens):
+        token = tokens[index]
+        if token.text == "(":
+            depth += 1
+        elif token.text == ")":
+            if depth == 0:
+                break
+            depth -= 1
+        elif depth == 0 and token.text == ";":
+            break
+        elif depth == 0 and token.kind == "word" and token.low in CLAUSE_WORDS:
+            if token.low in SET_OPERATIONS:
+                set_operation = token.low
+                index += 1
+                # the right-hand side is a query of its own; only its presence counts here
+                while index < len(tokens) and tokens[index].low in ("all", "distinct", "("):
+                    index += 1
+                _, index = _parse_block(tokens, index)
+                break
+            name = token.low
+            if name in ("group", "order") and index + 1 < len(tokens) and tokens[index + 1].low == "by":
+                index += 1
+            current = []
+            clauses.setdefault(name, current)
+            index += 1
+            continue
+        current.append(token)
+        index += 1
+
+    shape = BlockShape(set_operation=set_operation)
+    _measure_select(clauses["select"], shape)
+    if "from" in clauses:
+        _measure_from(clauses["from"], shape)
+    if "where" in clauses:
+        shape.where = _parse_conditions(clauses["where"])
+    if "group" in clauses:
+        shape.group_by_columns = len(_split_top_level(clauses["group"], ","))
+    if "having" in clauses:
+        shape.having = _parse_conditions(clauses["having"])
+    if "order" in clauses:
+        shape.has_order_by = True
+        shape.order_by_aggregates = sum(
+            min(_count_aggregate_calls(item), 2) for item in _split_top_level(clauses["order"], ",")
+        )
+    shape.has_limit = "limit" in clauses
+    return shape, index
+
+
+def _measure_select(tokens: list[Token], shape: BlockShape) -> None:
+    if tokens and tokens[0].low in ("distinct", "all"):
+        tokens = tokens[1:]
+    items = _split_top_level(tokens, ",")
+    shape.select_columns = len(items)
+    shape.select_aggregates = sum(_starts_with_aggregate(item) for item in items)
+
+
+def _measure_from(tokens: list[Token], shape: BlockShape) -> None:
+    """Count table units (tables or subqueries joined by JOIN or comma) and gather ON conditions."""
+    units = 1 if tokens else 0
+    on_clause: list[Token] | None = None
+    depth = 0
+    for token in tokens:
+        if token.text == "(":
+            depth += 1
+        elif token.text == ")":
+            depth -= 1
+        at_top = depth == 0 and token.text not in ("(", ")")
+        if at_top and (token.text == "," or token.low == "join"):
+            units += 1
+        if at_top and (token.text == "," or token.low in JOIN_WORDS or token.low == "using"):
+            if on_clause is not None:
+                shape.join_on.extend(_parse_conditions(on_clause))
+                on_clause = None
+            continue
+        if at_top and token.low == "on":
+            on_clause = []
+            continue
+        if on_clause is not None:
+            on_clause.append(token)
+    if on_clause is not None:
+        shape.join_on.extend(_parse_conditions(on_clause))
+    shape.table_units = units
+
+
+def _parse_conditions(tokens: list[Token]) -> Conditions:
+    """Conditions joined by AND/OR at depth 0; the AND of BETWEEN x AND y belongs to its condition."""
+    result = Conditions()
+    segment: list[Token] = []
+    depth = 0
+    awaiting_between_and = False
+    for token in tokens:
+        if token.text == "(":
+            depth += 1
+        elif token.text == ")":
+            depth -= 1
+        elif depth == 0 and token.low == "between":
+            awaiting_between_and = True
+        elif depth == 0 and token.low in ("and", "or"):
+            if token.low == "and" and awaiting_between_and:
+                awaiting_between_and = False
+            else:
+                _add_condition(result, segment)
+                result.connectors.append(token.low)
+                segment = []
+                continue
+        segment.append(token)
+    _add_condition(result, segment)
+    return result
+
+
+def _add_condition(result: Conditions, segment: list[Token]) -> None:
+    if _is_wrapped(segment) and not _is_subquery(segment):
+        # a parenthesised group of conditions: its conditions count one by one
+        inner = _parse_conditions(segment[1:-1])
+        result.items.extend(inner.items)
+        result.connectors.extend(inner.connectors)
+        return
+    condition = Condition()
+    depth = 0
+    for index, token in enumerate(segment):
+        if token.text == "(":
+            if depth == 0 and _is_subquery_start(segment, index + 1):
+                condition.subqueries += 1
+            depth += 1
+        elif token.text == ")":
+            depth -= 1
+        elif depth == 0 and token.low == "not":
+            condition.negated = True
+        elif depth == 0 and token.low == "like":
+            condition.is_like = True
+    result.items.append(condition)
+
+
+def _is_wrapped(tokens: list[Token]) -> bool:
+    """True when the first "(" closes at the last token: ( ... )."""
+    if len(tokens) < 2 or tokens[0].text != "(" or tokens[-1].text != ")":
+        return False
+    depth = 0
+    for index, token in enumerate(tokens):
+        if token.text == "(":
+            depth += 1
+        elif token.text == ")":
+            depth -= 1
+            if depth == 0 and index < len(tokens) - 1:
+                return False
+    return True
+
+
+def _is_subquery(tokens: list[Token]) -> bool:
+    return _is_subquery_start(tokens, 1)
+
+
+def _is_subquery_start(tokens: list[Token], index: int) -> bool:
+    while index < len(tokens) and tokens[index].text == "(":
+        index += 1
+    return index < len(tokens) and tokens[index].low in ("select", "with")
+
+
+def _split_top_level(tokens: list[Token], separator: str) -> list[list[Token]]:
+    if not tokens:
+        return []
+    parts: list[list[Token]] = [[]]
+    depth = 0
+    for token in tokens:
+        if token.text == "(":
+            depth += 1
+        elif token.text == ")":
+            depth -= 1
+        elif depth == 0 and token.text == separator:
+            parts.append([])
+            continue
+        parts[-1].append(token)
+    return parts
+
+
+def _starts_with_aggregate(item: list[Token]) -> bool:
+    return len(item) > 1 and item[0].low in AGGREGATES and item[1].text == "("
+
+
+def _count_aggregate_calls(item: list[Token]) -> int:
+    depth = 0
+    count = 0
+    for index, token in enumerate(item):
+        if token.text == "(":
+            depth += 1
+        elif token.text == ")":
+            depth -= 1
+        elif (
+            depth == 0
+            and token.low in AGGREGATES
+            and index + 1 < len(item)
+            and item[index + 1].text == "("
+        ):
+            count += 1
+    return count

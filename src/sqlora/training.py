@@ -1,0 +1,194 @@
+"""LoRA fine-tuning with TRL's SFTTrainer: guarded against divergence, resumable, measured."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+from .errors import SqloraError
+from .params import boolean, choice, number
+
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+FINGERPRINT_FILE = "sqlora_fingerprint.json"
+
+
+def check_train_params(train: dict) -> dict:
+    number(train, "epochs", "train", minimum=0, exclusive_minimum=True)
+    number(train, "max_steps", "train", minimum=-1, integer=True)
+    number(train, "batch_size", "train", minimum=1, integer=True)
+    number(train, "gradient_accumulation_steps", "train", minimum=1, integer=True)
+    number(train, "learning_rate", "train", minimum=0, exclusive_minimum=True)
+    choice(train, "lr_scheduler", SCHEDULERS, "train")
+    number(train, "warmup_steps", "train", minimum=0, integer=True)
+    number(train, "max_length", "train", minimum=16, integer=True)
+    boolean(train, "gradient_checkpointing", "train")
+    boolean(train, "group_by_length", "train")
+    number(train, "seed", "train", integer=True)
+    number(train, "logging_steps", "train", minimum=1, integer=True)
+    number(train, "save_steps", "train", minimum=1, integer=True)
+    return train
+
+
+def fingerprint(*parts) -> str:
+    """A hash of everything a checkpoint depends on, so a resume never mixes two configurations."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def resumable_checkpoint(checkpoint_dir: Path, run_fingerprint: str) -> str | None:
+    """The last checkpoint of an interrupted run with the same configuration; others are cleared."""
+    stamp = checkpoint_dir / FINGERPRINT_FILE
+    same_run = stamp.is_file() and json.loads(stamp.read_text())["fingerprint"] == run_fingerprint
+    checkpoints = sorted(checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    complete = [c for c in checkpoints if (c / "trainer_state.json").is_file()]
+    if same_run and complete:
+        return str(complete[-1])
+    if checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True)
+    stamp.write_text(json.dumps({"fingerprint": run_fingerprint}) + "\n")
+    return None
+
+
+def make_callbacks(loss_csv: Path, resumed: bool):
+    from transformers import TrainerCallback
+
+    class LossLog(TrainerCallback):
+        """Appends each logged loss to a CSV as it comes, so an interrupted run keeps its curve."""
+
+        def __init__(self):
+            loss_csv.parent.mkdir(parents=True, exist_ok=True)
+            if not resumed or not loss_csv.is_file():
+                with loss_csv.open("w", newline="") as f:
+                    csv.writer(f).writerow(["step", "loss", "learning_rate"])
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                with loss_csv.open("a", newline="") as f:
+                    csv.writer(f).writerow([state.global_step, round(float(logs["loss"]), 5),
+                                            logs.get("learning_rate", "")])
+
+    class LossGuard(TrainerCallback):
+        """Stops a run whose loss is NaN/inf or collapses to zero, before it saves a broken adapter."""
+
+        problem: str | None = None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "loss" not in logs:
+                return
+            loss = float(logs["loss"])
+            if math.isnan(loss) or math.isinf(loss):
+                self.problem = f"training loss became {loss} at step {state.global_step}"
+            elif loss < 1e-4 and state.global_step > args.logging_steps:
+                self.problem = f"training loss collapsed to {loss:.2g} at step {state.global_step}"
+            if self.problem:
+                control.should_training_stop = True
+                control.should_save = False
+
+    return LossLog(), LossGuard()
+
+
+def last_good_checkpoint(checkpoint_dir: Path) -> str:
+    found = sorted(checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(found[-1]) if found else "none saved yet"
+
+
+def train_lora(model, tokenizer, rows: list[dict], train: dict, lora_cfg, checkpoint_dir: Path,
+               loss_csv: Path, run_fingerprint: str, dtype) -> dict:
+    """Train LoRA adapters on prompt/completion rows (loss on the completion only).
+
+    `dtype` is the compute dtype: bfloat16 or float16 turn on mixed precision on a GPU.
+    """
+    import torch
+    from datasets import Dataset
+    from peft import prepare_model_for_kbit_training
+    from trl import SFTConfig, SFTTrainer
+
+    from .progress import bars_enabled
+
+    on_gpu = torch.cuda.is_available()
+    if getattr(model, "is_quantized", False) or getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=train["gradient_checkpointing"])
+    resume_from = resumable_checkpoint(checkpoint_dir, run_fingerprint)
+    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    config = SFTConfig(
+        output_dir=str(checkpoint_dir),
+        num_train_epochs=train["epochs"],
+        max_steps=train["max_steps"],
+        per_device_train_batch_size=train["batch_size"],
+        gradient_accumulation_steps=train["gradient_accumulation_steps"],
+        learning_rate=train["learning_rate"],
+        lr_scheduler_type=train["lr_scheduler"],
+        warmup_steps=train["warmup_steps"],
+        max_length=train["max_length"],
+        gradient_checkpointing=train["gradient_checkpointing"],
+        bf16=on_gpu and dtype == torch.bfloat16,
+        fp16=on_gpu and dtype == torch.float16,
+        use_cpu=not on_gpu,
+        seed=train["seed"],
+        logging_steps=train["logging_steps"],
+        save_steps=train["save_steps"],
+        save_total_limit=2,
+        report_to="none",
+        disable_tqdm=not bars_enabled(),
+        include_num_input_tokens_seen="non_padding",
+        **length_grouping(train["group_by_length"]),
+    )
+    log_callback, guard = make_callbacks(loss_csv, resumed=resume_from is not None)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=lora_cfg, callbacks=[log_callback, guard])
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    runtime = time.perf_counter() - started
+    if guard.problem:
+        raise SqloraError(f"{guard.problem}; no adapter written, last good checkpoint: "
+                          f"{last_good_checkpoint(checkpoint_dir)}")
+    tokens = trainer.state.num_input_tokens_seen
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    stats = {
+        "final_loss": round(float(losses[-1]), 5) if losses else float("nan"),
+        "mean_loss": round(float(result.training_loss), 5),
+        "steps": trainer.state.global_step,
+        "runtime_s": round(runtime, 2),
+        "tokens": int(tokens),
+        "tokens_per_s": round(tokens / runtime, 1) if runtime else 0.0,
+        "peak_memory_mb": round(peak_memory_mb(), 1),
+        "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "resumed_from_step": int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0,
+    }
+    return {"trainer": trainer, "stats": stats}
+
+
+def length_grouping(enabled: bool) -> dict:
+    """Batches of similar lengths waste less compute on padding; the option moved in transformers 5."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    if not enabled:
+        return {}
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    if "train_sampling_strategy" in fields:
+        return {"train_sampling_strategy": "group_by_length"}
+    return {"group_by_length": True}
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory allocated by torch; on CPU the process's peak resident memory where known."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        import resource  # not on Windows
+    except ImportError:
+        return 0.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

@@ -1,0 +1,83 @@
+"""fetch-db: get Spider (questions, tables.json, SQLite databases) into data/spider.
+
+data.source is an http(s) URL of a Spider zip, a local zip, or a local folder. The new copy is
+built beside the output folder and swapped in only when complete, so a failed fetch leaves the
+previous data/spider as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from sqlora.errors import run_stage  # noqa: E402
+from sqlora.params import load_section  # noqa: E402
+from sqlora.spider import (  # noqa: E402
+    check_sha256,
+    copy_spider_folder,
+    download,
+    extract_spider_zip,
+    is_url,
+    local_source,
+    replace_dir,
+    require_zip,
+    sha256_param,
+    source_param,
+    staging_area,
+    summary,
+    validate_spider,
+)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("data/spider"),
+                        help="folder to fill with the Spider release (default: data/spider)")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds to wait for the server before giving up (default: 60)")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    data = load_section("data", args.params)
+    source = source_param(data)
+    expected_sha256 = sha256_param(data)
+
+    with staging_area(args.out) as staging:
+        if is_url(source):
+            print(f"downloading Spider from {source}")
+            archive = download(source, staging / "spider.zip", timeout=args.timeout)
+        else:
+            archive = local_source(source)
+
+        new_copy = staging / "spider"
+        if archive.is_dir():
+            if expected_sha256:
+                print("note: data.sha256 is not checked for a folder source")
+            copy_spider_folder(archive, new_copy)
+        else:
+            require_zip(archive)
+            report_sha256(check_sha256(archive, expected_sha256), expected_sha256)
+            extract_spider_zip(archive, new_copy)
+        validate_spider(new_copy, source)
+        replace_dir(new_copy, args.out)
+
+    counts = summary(args.out)
+    print(f"Spider ready in {args.out}: {counts['databases']} databases, "
+          f"{counts['dev_questions']} dev questions, {counts['train_questions']} train questions")
+
+
+def report_sha256(got: str, expected: str) -> None:
+    if expected:
+        print(f"sha256 {got} matches data.sha256")
+    else:
+        print(f"sha256 {got} (not checked: put it in params.yaml data.sha256 to pin this release)")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,37 @@
+"""prepare-model: turn model.name_or_path (hub id, folder, .gguf, packaged .gguf) into one
+16-bit safetensors folder with its tokenizer, which every later stage loads."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from sqlora.errors import run_stage  # noqa: E402
+from sqlora.modeling import check_model_params, prepare_base_model  # noqa: E402
+from sqlora.params import load_section  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("outputs/base_model"))
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+
+    model_params = load_section("model", args.params)
+    source = check_model_params(model_params)
+    print(f"base model: {source.kind} {source.location}")
+
+    partial = args.out.with_name(args.out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    prepare_base_model(source, partial, trust_remote_code=model_params["trust_remote_code"])
+    shutil.rmtree(args.out, ignore_errors=True)
+    partial.replace(args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,105 @@
+"""preprocess: turn Spider questions into chat prompts for training and for prediction.
+
+Writes train.jsonl (prompt-completion records), dev.jsonl and dev_gold.sql (same order), and
+metrics/data.json with the counts. Dev questions whose database file is missing are skipped
+and counted; they could not be evaluated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from sqlora.errors import run_stage  # noqa: E402
+from sqlora.params import choice, load_section, number  # noqa: E402
+from sqlora.prompts import dev_record, training_record  # noqa: E402
+from sqlora.schema import FORMATS, load_schemas, serialize_schema  # noqa: E402
+from sqlora.spider import database_file, load_examples  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spider", type=Path, default=Path("data/spider"), help="fetched Spider folder")
+    parser.add_argument("--out", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/data.json"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    data = load_section("data", args.params)
+    schema_format = choice(data, "schema_format", FORMATS, "data")
+    train_limit = number(data, "train_limit", "data", minimum=0, integer=True)
+    dev_limit = number(data, "dev_limit", "data", minimum=0, integer=True)
+
+    schemas = load_schemas(args.spider / "tables.json")
+    schema_texts = {db_id: serialize_schema(db, schema_format) for db_id, db in schemas.items()}
+
+    train, train_unknown = partition(load_examples(args.spider / "train_spider.json"),
+                                     lambda example: example["db_id"] in schema_texts)
+    train_records = [training_record(example, schema_texts[example["db_id"]])
+                     for example in first(train, train_limit)]
+
+    dev, dev_unknown = partition(load_examples(args.spider / "dev.json"),
+                                 lambda example: example["db_id"] in schema_texts)
+    dev, dev_missing = partition(dev, lambda example: database_file(args.spider, example["db_id"]).is_file())
+    dev_records = [dev_record(i, example, schema_texts[example["db_id"]])
+                   for i, example in enumerate(first(dev, dev_limit))]
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(args.out / "train.jsonl", train_records)
+    write_jsonl(args.out / "dev.jsonl", dev_records)
+    write_lines(args.out / "dev_gold.sql", [f"{r['gold']}\t{r['db_id']}" for r in dev_records])
+    write_json(args.metrics, {
+        "train_examples": len(train_records),
+        "train_skipped_unknown_db": len(train_unknown),
+        "dev_questions": len(dev_records),
+        "dev_skipped_missing_db": len(dev_missing),
+        "dev_skipped_unknown_db": len(dev_unknown),
+    })
+
+    print(f"schema format: {schema_format}")
+    print(f"train: {len(train_records)} examples{skipped(train_unknown, 'db_id not in tables.json')}")
+    print(f"dev: {len(dev_records)} questions{skipped(dev_missing, 'database file missing')}"
+          f"{skipped(dev_unknown, 'db_id not in tables.json')}")
+
+
+def partition(examples: list[dict], keep) -> tuple[list[dict], list[dict]]:
+    kept = [example for example in examples if keep(example)]
+    dropped = [example for example in examples if not keep(example)]
+    return kept, dropped
+
+
+def first(items: list, limit: int) -> list:
+    """The first `limit` items; 0 means all."""
+    return items[:limit] if limit else items
+
+
+def skipped(examples: list[dict], reason: str) -> str:
+    if not examples:
+        return ""
+    by_db = Counter(example["db_id"] for example in examples)
+    return f"; skipped {len(examples)} ({reason}: {', '.join(sorted(by_db))})"
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    write_lines(path, [json.dumps(record, ensure_ascii=False) for record in records])
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8", newline="\n")
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8", newline="\n")
+
+
+if __name__ == "__main__":
+    run_stage(main)

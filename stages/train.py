@@ -1,0 +1,79 @@
+"""quantize-and-train: load the base model quantized per quant.*, attach LoRA per lora.*,
+train it with TRL SFT on the SQL completions, and save the adapter with its tokenizer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from sqlora.errors import SqloraError, run_stage  # noqa: E402
+from sqlora.generation import degenerate_reason, generate  # noqa: E402
+from sqlora.modeling import (check_lora_params, check_quant_params, compute_dtype,  # noqa: E402
+                             load_quantized_model, load_tokenizer, lora_config)
+from sqlora.params import load_section  # noqa: E402
+from sqlora.training import check_train_params, fingerprint, train_lora  # noqa: E402
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--base", type=Path, default=Path("outputs/base_model"))
+    parser.add_argument("--train", type=Path, default=Path("data/prepared/train.jsonl"))
+    parser.add_argument("--out", type=Path, default=Path("outputs/adapter"))
+    parser.add_argument("--checkpoints", type=Path, default=Path("outputs/checkpoints"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
+    parser.add_argument("--loss-curve", type=Path, default=Path("metrics/train_loss.csv"))
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+
+    quant = check_quant_params(load_section("quant", args.params))
+    lora = check_lora_params(load_section("lora", args.params))
+    train = check_train_params(load_section("train", args.params))
+    trust_remote_code = bool(load_section("model", args.params).get("trust_remote_code", False))
+    rows = read_jsonl(args.train)
+    if not rows:
+        raise SqloraError(f"{args.train} has no training examples")
+
+    model = load_quantized_model(args.base, quant, trust_remote_code=trust_remote_code, for_training=True)
+    tokenizer = load_tokenizer(args.base, trust_remote_code)
+    run_id = fingerprint(quant, lora, train, args.train.stat().st_size, len(rows))
+    result = train_lora(model, tokenizer, rows, train, lora_config(lora), args.checkpoints,
+                        args.loss_curve, run_id, compute_dtype(quant["bnb_4bit_compute_dtype"]))
+    trainer, stats = result["trainer"], result["stats"]
+
+    # A diverged model writes nothing or one token over and over: refuse to hand it over.
+    peft_model = trainer.model
+    peft_model.eval()
+    peft_model.config.use_cache = True
+    samples = generate(peft_model, tokenizer, [r["prompt"] for r in rows[:4]], batch_size=4,
+                       max_new_tokens=48, desc="checking generations")
+    problem = degenerate_reason(samples)
+    if problem:
+        raise SqloraError(f"the trained model is broken ({problem}); adapter not written, "
+                          f"checkpoints kept in {args.checkpoints}")
+
+    partial = args.out.with_name(args.out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    peft_model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    (partial / "sqlora_base.json").write_text(
+        json.dumps({"base": args.base.as_posix(), "quant": quant}, indent=2) + "\n", encoding="utf-8")
+    shutil.rmtree(args.out, ignore_errors=True)
+    partial.replace(args.out)
+
+    args.metrics.parent.mkdir(parents=True, exist_ok=True)
+    args.metrics.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+    print(f"adapter: {args.out}  " + "  ".join(f"{k}={v}" for k, v in stats.items()))
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,37 @@
+"""Shared fixtures: a tiny Spider release (see tiny_spider.py) and running a stage script."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tiny_spider import build_tiny_spider, zip_tiny_spider
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+@pytest.fixture
+def tiny_spider(tmp_path: Path) -> Path:
+    """A fresh tiny Spider folder (yours to modify)."""
+    return build_tiny_spider(tmp_path / "tiny_spider")
+
+
+@pytest.fixture
+def tiny_spider_zip(tiny_spider: Path, tmp_path: Path) -> Path:
+    """The tiny release zipped like the official one, inside a top folder spider_data/."""
+    return zip_tiny_spider(tiny_spider, tmp_path / "spider_data.zip")
+
+
+@pytest.fixture
+def run_script():
+    """run_script("stages/x.py", *args, cwd=...) -> CompletedProcess with text stdout/stderr."""
+    def run(script: str, *args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+        env = dict(os.environ, SQLORA_PROGRESS="0", PYTHONPATH=str(ROOT / "src"))
+        return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    return run

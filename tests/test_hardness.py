@@ -1,0 +1,124 @@
+"""Spider hardness: hand-derived classes for each rule, and the counts on the real dev set."""
+
+from __future__ import annotations
+
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from sqlora.hardness import count_component1, count_component2, count_others, hardness, parse_shape, tokenize
+
+SPIDER_ZIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "spider_data.zip"
+
+# (sql, component1, component2, others, class); the numbers are derived by hand from the rules
+CASES = [
+    # nothing at all
+    ("SELECT count(*) FROM singer", 0, 0, 0, "easy"),
+    # one WHERE; one condition is not "more than one"
+    ("SELECT name FROM singer WHERE age > 20", 1, 0, 0, "easy"),
+    # BETWEEN's AND joins no conditions
+    ("SELECT name FROM singer WHERE age BETWEEN 20 AND 30", 1, 0, 0, "easy"),
+    # a two-table join is one beyond the first table
+    ("SELECT T1.name FROM singer AS T1 JOIN concert AS T2 ON T1.id = T2.singer_id", 1, 0, 0, "easy"),
+    # a subquery in FROM is a table unit, not a nested query
+    ("SELECT count(*) FROM (SELECT name FROM a INTERSECT SELECT name FROM b)", 0, 0, 0, "easy"),
+    # two SELECT columns: others 1, component1 0 -> medium (first medium rule)
+    ("SELECT name, age FROM singer", 0, 0, 1, "medium"),
+    # WHERE + ORDER BY: component1 2, others 0 -> medium (second medium rule)
+    ("SELECT name FROM singer WHERE age > 20 ORDER BY age", 2, 0, 0, "medium"),
+    # two WHERE conditions: the reference's list [cond, 'and', cond] has length 3 > 1
+    ("SELECT name FROM singer WHERE age > 20 AND age < 30", 1, 0, 1, "medium"),
+    # OR adds to component1 (WHERE 1 + OR 1), two conditions add to others
+    ("SELECT name FROM singer WHERE age > 20 OR age < 10", 2, 0, 1, "medium"),
+    # LIKE adds to component1
+    ("SELECT name FROM singer WHERE name LIKE '%a%'", 2, 0, 0, "medium"),
+    # quirk: a negated condition counts as an aggregate: count(*) + NOT IN = 2 aggregates
+    ("SELECT count(*) FROM singer WHERE country NOT IN ('a', 'b')", 1, 0, 1, "medium"),
+    # three joined tables: 2 beyond the first
+    ("SELECT a.x FROM a JOIN b ON a.id = b.id JOIN c ON b.id = c.id", 2, 0, 0, "medium"),
+    # GROUP BY with two columns: others 1 (group by) + 1 (select)
+    ("SELECT country, age FROM singer GROUP BY country, age", 1, 0, 2, "medium"),
+    # WHERE + ORDER BY + LIMIT: 2 < component1 <= 3 -> hard
+    ("SELECT name FROM singer WHERE age > 20 ORDER BY age LIMIT 3", 3, 0, 0, "hard"),
+    # one nested query, nothing else -> hard (third hard rule)
+    ("SELECT name FROM singer WHERE age > (SELECT avg(age) FROM singer)", 1, 1, 0, "hard"),
+    ("SELECT name FROM a EXCEPT SELECT name FROM b", 0, 1, 0, "hard"),
+    # others 3 (2 aggregates, 3 columns, 2 WHERE conditions) with component1 2 -> hard
+    (
+        "SELECT name, count(*), max(age) FROM singer WHERE a = 1 AND b = 2 GROUP BY name",
+        2, 0, 3, "hard",
+    ),
+    # a set operation with two columns: component2 1 and others 1 -> extra
+    ("SELECT name, age FROM a UNION SELECT name, age FROM b", 0, 1, 1, "extra"),
+    # join of three tables + WHERE + ORDER BY: component1 4 -> extra
+    (
+        "SELECT a.x FROM a JOIN b ON a.id = b.id JOIN c ON b.id = c.id WHERE a.y = 1 ORDER BY a.x",
+        4, 0, 0, "extra",
+    ),
+    # two nested queries
+    ("SELECT x FROM a WHERE y IN (SELECT y FROM b) AND z IN (SELECT z FROM c)", 1, 2, 1, "extra"),
+    # HAVING is not in component1, but its AND connector counts as an aggregate (reference quirk)
+    (
+        "SELECT country, count(*) FROM singer GROUP BY country HAVING count(*) > 1 AND avg(age) > 20",
+        1, 0, 2, "medium",
+    ),
+    # ORDER BY an aggregate counts as an aggregate: count(*) in SELECT + in ORDER BY
+    (
+        "SELECT country, count(*) FROM singer GROUP BY country ORDER BY count(*) DESC LIMIT 1",
+        3, 0, 2, "hard",
+    ),
+]
+
+
+@pytest.mark.parametrize(("sql", "component1", "component2", "others", "expected"), CASES)
+def test_hardness_rules(sql, component1, component2, others, expected):
+    shape = parse_shape(sql)
+    assert (count_component1(shape), count_component2(shape), count_others(shape)) == (
+        component1,
+        component2,
+        others,
+    )
+    assert hardness(sql) == expected
+
+
+def test_case_and_spacing_do_not_matter():
+    assert hardness("select  NAME ,  AGE from SINGER where AGE  >  20 order by AGE limit 3;") == "hard"
+
+
+def test_tokenize_gives_the_text_back():
+    sql = "SELECT \"a\"\"b\", 'it''s', `x`, [y], 1.5e3, 0x1F FROM t -- c\n/* d */ WHERE é != 'ü' >= ;"
+    assert "".join(token.text for token in tokenize(sql)) == sql
+    kinds = [token.kind for token in tokenize(sql) if token.kind not in ("space", "comment")]
+    assert kinds[:2] == ["word", "quoted"]
+    assert "number" in kinds and "ident" in kinds and "string" in kinds
+
+
+def test_unknown_sql_gets_a_class_without_error():
+    for sql in ["", "DROP TABLE x", "SELECT (((", "WITH a AS (SELECT 1) SELECT * FROM a", "x" * 10_000]:
+        assert hardness(sql) in ("easy", "medium", "hard", "extra")
+
+
+def _dev_gold_lines() -> tuple[list[tuple[str, str]], set[str]]:
+    if not SPIDER_ZIP.is_file():
+        pytest.skip(f"Spider data not found at {SPIDER_ZIP}")
+    with zipfile.ZipFile(SPIDER_ZIP) as archive:
+        text = archive.read("spider_data/dev_gold.sql").decode("utf-8")
+        present = {
+            name.split("/")[2]
+            for name in archive.namelist()
+            if name.startswith("spider_data/database/") and name.endswith(".sqlite")
+        }
+    pairs = [tuple(line.rsplit("\t", 1)) for line in text.splitlines() if line.strip()]
+    return pairs, present
+
+
+def test_real_spider_dev_counts_match_the_reference():
+    pairs, present = _dev_gold_lines()
+    assert len(pairs) == 1034
+    all_counts = Counter(hardness(sql) for sql, _ in pairs)
+    executable = Counter(hardness(sql) for sql, db_id in pairs if db_id in present)
+    order = ("easy", "medium", "hard", "extra")
+    assert [all_counts[level] for level in order] == [248, 446, 174, 166]
+    assert [executable[level] for level in order] == [232, 416, 160, 164]

@@ -1,0 +1,130 @@
+"""preprocess: prompt-completion records, dev questions in gold order, skipped questions counted."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sqlora.prompts import SYSTEM_PROMPT
+from tiny_spider import DEV, TRAIN, build_tiny_spider
+
+STAGE = "stages/preprocess.py"
+KNOWN_DEV = [q for q in DEV if q[0] != "missing_db"]
+KNOWN_TRAIN = [q for q in TRAIN if q[0] != "ghost_db"]
+
+
+@pytest.fixture
+def preprocess(tiny_spider, tmp_path, run_script):
+    """preprocess(**data_params) runs the stage on the tiny release; returns (result, out folder)."""
+    project = tmp_path / "project"
+    project.mkdir()
+
+    def run(**overrides):
+        data = {"source": "unused", "sha256": "", "schema_format": "compact",
+                "train_limit": 0, "dev_limit": 0, **overrides}
+        (project / "params.yaml").write_text(yaml.safe_dump({"data": data}), encoding="utf-8")
+        result = run_script(STAGE, "--spider", tiny_spider, "--out", "data/prepared",
+                            "--metrics", "metrics/data.json", cwd=project)
+        return result, project / "data" / "prepared"
+    return run
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def one_error_line(result) -> str:
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_every_gold_query_runs_on_its_database(tmp_path):
+    root = build_tiny_spider(tmp_path / "spider")
+    for db_id, question, query in TRAIN + DEV:
+        path = root / "database" / db_id / f"{db_id}.sqlite"
+        if db_id in ("missing_db", "ghost_db"):
+            assert not path.exists()
+            continue
+        with closing(sqlite3.connect(path)) as connection:
+            assert connection.execute(query).fetchall(), f"{db_id}: {question} -> no rows"
+
+
+def test_outputs(preprocess):
+    result, out = preprocess()
+    assert result.returncode == 0, result.stderr
+    assert "skipped 2 (database file missing: missing_db)" in result.stdout
+
+    train = read_jsonl(out / "train.jsonl")
+    assert [(r["db_id"], r["question"]) for r in train] == [(d, q) for d, q, _ in KNOWN_TRAIN]
+    first = train[0]
+    assert set(first) == {"prompt", "completion", "db_id", "question"}
+    assert [m["role"] for m in first["prompt"]] == ["system", "user"]
+    assert first["prompt"][0]["content"] == SYSTEM_PROMPT
+    assert "singer(singer_id*, name, country, age, is_male)" in first["prompt"][1]["content"]
+    assert first["prompt"][1]["content"].endswith(f"Question: {first['question']}\nSQL:")
+    assert first["completion"] == [{"role": "assistant", "content": "SELECT count(*) FROM singer"}]
+    assert any(r["db_id"] == "missing_db" for r in train)  # schema known, sqlite missing: kept
+
+    dev = read_jsonl(out / "dev.jsonl")
+    assert [r["index"] for r in dev] == list(range(len(KNOWN_DEV)))
+    assert [(r["db_id"], r["question"], r["gold"]) for r in dev] == KNOWN_DEV
+    assert set(dev[0]) == {"index", "db_id", "question", "prompt", "gold"}
+    gold = (out / "dev_gold.sql").read_text(encoding="utf-8").splitlines()
+    assert gold == [f"{query}\t{db_id}" for db_id, _, query in KNOWN_DEV]
+
+    metrics = json.loads((out.parents[1] / "metrics" / "data.json").read_text(encoding="utf-8"))
+    assert metrics == {"train_examples": len(KNOWN_TRAIN), "train_skipped_unknown_db": 1,
+                       "dev_questions": len(KNOWN_DEV), "dev_skipped_missing_db": 2,
+                       "dev_skipped_unknown_db": 0}
+
+
+def test_limits_take_the_first_questions(preprocess):
+    result, out = preprocess(train_limit=5, dev_limit=3)
+    assert result.returncode == 0, result.stderr
+    assert [r["question"] for r in read_jsonl(out / "train.jsonl")] == [q for _, q, _ in TRAIN[:5]]
+    assert [r["question"] for r in read_jsonl(out / "dev.jsonl")] == [q for _, q, _ in KNOWN_DEV[:3]]
+    assert len((out / "dev_gold.sql").read_text(encoding="utf-8").splitlines()) == 3
+
+
+def test_ddl_schema_format(preprocess):
+    result, out = preprocess(schema_format="ddl")
+    assert result.returncode == 0, result.stderr
+    prompt = read_jsonl(out / "dev.jsonl")[0]["prompt"][1]["content"]
+    assert "CREATE TABLE singer (singer_id number, name text" in prompt
+
+
+def test_gold_and_completion_are_one_line(preprocess, tiny_spider):
+    for name in ("dev.json", "train_spider.json"):
+        path = tiny_spider / name
+        questions = json.loads(path.read_text(encoding="utf-8"))
+        questions[0]["query"] = "SELECT count(*)\n\tFROM  stadium ;"
+        path.write_text(json.dumps(questions), encoding="utf-8")
+    result, out = preprocess()
+    assert result.returncode == 0, result.stderr
+    assert read_jsonl(out / "train.jsonl")[0]["completion"][0]["content"] == "SELECT count(*) FROM stadium"
+    assert read_jsonl(out / "dev.jsonl")[0]["gold"] == "SELECT count(*) FROM  stadium ;"
+    assert (out / "dev_gold.sql").read_text(encoding="utf-8").splitlines()[0] == \
+        "SELECT count(*) FROM  stadium ;\tconcert"
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({"schema_format": "yaml"}, "data.schema_format = 'yaml': allowed values are 'compact', 'ddl', 'names'"),
+    ({"train_limit": -1}, "data.train_limit = -1: must be an integer >= 0"),
+    ({"dev_limit": "all"}, "data.dev_limit = 'all': must be an integer"),
+])
+def test_bad_params(preprocess, overrides, expected):
+    assert one_error_line(preprocess(**overrides)[0]) == f"error: {expected}"
+
+
+def test_missing_train_file(preprocess, tiny_spider):
+    (tiny_spider / "train_spider.json").unlink()
+    line = one_error_line(preprocess()[0])
+    assert "train_spider.json not found" in line
