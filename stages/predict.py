@@ -40,7 +40,8 @@ def main() -> None:
                                           trust_remote_code=trust_remote_code)
     loaded = time.perf_counter()
     raw = generate(model, tokenizer, [q["prompt"] for q in questions], batch_size=predict["batch_size"],
-                   max_new_tokens=predict["max_new_tokens"], desc=f"predict {args.out.name}")
+                   max_new_tokens=predict["max_new_tokens"], answer_prefix=predict["answer_prefix"],
+                   desc=f"predict {args.out.name}")
     finished = time.perf_counter()
 
     args.out.mkdir(parents=True, exist_ok=True)

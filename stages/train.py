@@ -54,12 +54,14 @@ def main() -> None:
     peft_model = trainer.model
     peft_model.eval()
     peft_model.config.use_cache = True
-    samples = generate(peft_model, tokenizer, [r["prompt"] for r in rows[:4]], batch_size=4,
-                       max_new_tokens=48, desc="checking generations")
-    problem = degenerate_reason(samples)
-    if problem:
-        raise SqloraError(f"the trained model is broken ({problem}); adapter not written, "
-                          f"checkpoints kept in {args.checkpoints}")
+    if train["check_generations"]:
+        samples = generate(peft_model, tokenizer, [r["prompt"] for r in rows[:4]], batch_size=4,
+                           max_new_tokens=48, desc="checking generations")
+        problem = degenerate_reason(samples)
+        if problem:
+            raise SqloraError(f"the trained model is broken ({problem}); adapter not written, "
+                              f"checkpoints kept in {args.checkpoints} (train.check_generations: false "
+                              "skips this check)")
 
     partial = args.out.with_name(args.out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)

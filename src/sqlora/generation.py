@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .modeling import chat_end_token_ids, load_quantized_model, load_tokenizer
+from .errors import ParamError
 from .params import boolean, number
 from .progress import progress
 
@@ -16,6 +17,9 @@ def check_predict_params(predict: dict) -> dict:
     number(predict, "batch_size", "predict", minimum=1, integer=True)
     number(predict, "max_new_tokens", "predict", minimum=1, integer=True)
     boolean(predict, "merge_adapter", "predict")
+    if not isinstance(predict.get("answer_prefix"), str):
+        raise ParamError(f"predict.answer_prefix = {predict.get('answer_prefix')!r}: must be a string "
+                         "(\"\" for none, or the start of every answer such as SELECT)")
     return predict
 
 
@@ -47,11 +51,16 @@ def load_for_inference(model_dir: Path, base_dir: Path, quant: dict, *, merge_ad
 
 
 def generate(model, tokenizer, prompts: list[list[dict]], *, batch_size: int, max_new_tokens: int,
-             desc: str = "generating") -> list[str]:
-    """One greedy completion per chat prompt, in input order; batches hold prompts of similar length."""
+             answer_prefix: str = "", desc: str = "generating") -> list[str]:
+    """One greedy completion per chat prompt, in input order; batches hold prompts of similar length.
+
+    `answer_prefix` starts the assistant's answer (e.g. "SELECT"), so that a chatty base model
+    writes SQL instead of prose; the returned texts include it.
+    """
     import torch
 
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) + answer_prefix
+             for p in prompts]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # longest first: memory errors show early
     tokenizer.padding_side = "left"
@@ -72,7 +81,7 @@ def generate(model, tokenizer, prompts: list[list[dict]], *, batch_size: int, ma
             )
         new_tokens = generated[:, encoded["input_ids"].shape[1]:]
         for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
-            outputs[i] = text
+            outputs[i] = answer_prefix + text
         bar.update(len(batch))
     bar.close()
     return outputs

@@ -197,15 +197,17 @@ def chat_end_token_ids(tokenizer) -> list[int]:
     """Token ids that end an assistant turn: the chat template's end token and the tokenizer's eos.
 
     Some tokenizers say `<|endoftext|>` is eos while their chat template closes turns with
-    `<|im_end|>`; generation must stop at whichever comes.
+    `<|im_end|>`, and a tokenizer converted from GGUF may not mark that token special at all:
+    the end token is read off the template itself, so generation stops at whichever comes.
     """
     probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "SELECT 1"}]
     text = tokenizer.apply_chat_template(probe, tokenize=False)
     after_answer = text[text.rfind("SELECT 1") + len("SELECT 1"):]
     ids = set()
-    for token in tokenizer.all_special_tokens:
-        if token and token in after_answer:
-            ids.add(tokenizer.convert_tokens_to_ids(token))
+    for token_id in tokenizer.encode(after_answer, add_special_tokens=False):
+        if tokenizer.decode([token_id]).strip():
+            ids.add(token_id)
+            break
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return sorted(ids)

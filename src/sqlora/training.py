@@ -28,6 +28,7 @@ def check_train_params(train: dict) -> dict:
     number(train, "max_length", "train", minimum=16, integer=True)
     boolean(train, "gradient_checkpointing", "train")
     boolean(train, "group_by_length", "train")
+    boolean(train, "check_generations", "train")
     number(train, "seed", "train", integer=True)
     number(train, "logging_steps", "train", minimum=1, integer=True)
     number(train, "save_steps", "train", minimum=1, integer=True)
