@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from sqlora.errors import SqloraError, run_stage  # noqa: E402
-from sqlora.generation import check_predict_params, generate, load_for_inference  # noqa: E402
+from sqlora.generation import check_predict_params, predict_on_devices, prediction_devices  # noqa: E402
 from sqlora.modeling import check_quant_params  # noqa: E402
 from sqlora.params import load_section  # noqa: E402
 from sqlora.prompts import extract_sql  # noqa: E402
@@ -35,14 +34,12 @@ def main() -> None:
     with args.dev.open(encoding="utf-8") as f:
         questions = [json.loads(line) for line in f if line.strip()]
 
-    started = time.perf_counter()
-    model, tokenizer = load_for_inference(args.model, args.base, quant, merge_adapter=predict["merge_adapter"],
-                                          trust_remote_code=trust_remote_code)
-    loaded = time.perf_counter()
-    raw = generate(model, tokenizer, [q["prompt"] for q in questions], batch_size=predict["batch_size"],
-                   max_new_tokens=predict["max_new_tokens"], answer_prefix=predict["answer_prefix"],
-                   desc=f"predict {args.out.name}")
-    finished = time.perf_counter()
+    devices = prediction_devices(predict["num_gpus"])
+    raw, load_s, generate_s = predict_on_devices(
+        args.model, args.base, quant, [q["prompt"] for q in questions], devices,
+        merge_adapter=predict["merge_adapter"], trust_remote_code=trust_remote_code,
+        batch_size=predict["batch_size"], max_new_tokens=predict["max_new_tokens"],
+        answer_prefix=predict["answer_prefix"], desc=f"predict {args.out.name}")
 
     args.out.mkdir(parents=True, exist_ok=True)
     sqls = [extract_sql(text) for text in raw]
@@ -51,9 +48,9 @@ def main() -> None:
         for q, text, sql in zip(questions, raw, sqls):
             f.write(json.dumps({"index": q["index"], "db_id": q["db_id"], "question": q["question"],
                                 "generation": text, "sql": sql}, ensure_ascii=False) + "\n")
-    stats = {"questions": len(questions), "load_s": round(loaded - started, 2),
-             "generate_s": round(finished - loaded, 2),
-             "questions_per_s": round(len(questions) / max(finished - loaded, 1e-9), 2),
+    stats = {"questions": len(questions), "devices": len(devices), "load_s": round(load_s, 2),
+             "generate_s": round(generate_s, 2),
+             "questions_per_s": round(len(questions) / max(generate_s, 1e-9), 2),
              "empty_predictions": sum(1 for s in sqls if not s)}
     if args.metrics:
         args.metrics.parent.mkdir(parents=True, exist_ok=True)

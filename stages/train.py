@@ -49,6 +49,8 @@ def main() -> None:
     result = train_lora(model, tokenizer, rows, train, lora_config(lora), args.checkpoints,
                         args.loss_curve, run_id, compute_dtype(quant["bnb_4bit_compute_dtype"]))
     trainer, stats = result["trainer"], result["stats"]
+    if not trainer.is_world_process_zero():
+        return  # under `accelerate launch`, the first process checks and saves for all
 
     # A diverged model writes nothing or one token over and over: refuse to hand it over.
     peft_model = trainer.model

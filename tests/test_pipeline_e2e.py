@@ -139,3 +139,84 @@ def test_quant_edit_never_reruns_data_stages(pipeline_repo: Path):
     assert {"quantize-and-train", "predict@base"} <= changed
     assert not changed & {"fetch-db", "preprocess", "prepare-model"}
     edit_params(pipeline_repo, "quant", bnb_4bit_quant_type="nf4")
+
+
+def commit_results(repo: Path, message: str) -> None:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+
+
+def test_experiments_show_diff_and_plot_against_the_baseline(pipeline_repo: Path):
+    dvc(pipeline_repo, "repro")
+    commit_results(pipeline_repo, "baseline results")
+    dvc(pipeline_repo, "exp", "run", "-S", "lora.r=4", "-S", "train.learning_rate=0.01")
+
+    shown = dvc(pipeline_repo, "exp", "show", "--no-pager", "--csv").stdout
+    header = shown.splitlines()[0].split(",")
+    assert "lora.r" in header and "finetuned_exec_all" in header
+    assert {"4", "8"} <= {row.split(",")[header.index("lora.r")] for row in shown.splitlines()[1:]}
+
+    diff = json.loads(dvc(pipeline_repo, "metrics", "diff", "--json").stdout or "{}")
+    assert "metrics/train.json" in diff and "final_loss" in diff["metrics/train.json"]
+
+    plots = json.loads(dvc(pipeline_repo, "plots", "diff", "--json").stdout)["data"]
+    assert {"Training loss", "Execution accuracy by hardness"} <= set(plots)
+    for chart in plots.values():  # both runs on one chart
+        points = chart[0]["content"]["data"]["values"]
+        assert {point["rev"] for point in points} == {"workspace", "HEAD"}
+
+
+def test_queued_experiments_run_in_parallel_without_clobbering(pipeline_repo: Path):
+    import time
+
+    before = (pipeline_repo / "params.yaml").read_text()
+    for rank in (2, 6):
+        dvc(pipeline_repo, "exp", "run", "--queue", "-S", f"lora.r={rank}", "-n", f"rank-{rank}")
+    dvc(pipeline_repo, "queue", "start", "-j", "2")
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        status = dvc(pipeline_repo, "queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    assert "Failed" not in status, status + dvc(pipeline_repo, "queue", "logs", "rank-2", check=False).stdout
+    shown = json.loads(dvc(pipeline_repo, "exp", "show", "--json").stdout)
+    results = {}
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                if rev.get("name") in ("rank-2", "rank-6"):
+                    data = rev["data"]
+                    params = data["params"]["params.yaml"]["data"]
+                    results[rev["name"]] = (params["lora"]["r"], data["metrics"]["metrics/train.json"]["data"])
+    assert results["rank-2"][0] == 2 and results["rank-6"][0] == 6
+    # each experiment trained its own adapter: LoRA size grows with the rank
+    assert results["rank-6"][1]["trainable_params"] == 3 * results["rank-2"][1]["trainable_params"]
+    assert (pipeline_repo / "params.yaml").read_text() == before  # the workspace is untouched
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(pipeline_repo: Path):
+    import signal
+    import time
+
+    edit_params(pipeline_repo, "train", max_steps=10, save_steps=2)
+    shutil.rmtree(pipeline_repo / "outputs/checkpoints", ignore_errors=True)  # earlier runs' checkpoint-4
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", SQLORA_PROGRESS="0",
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    run = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "quantize-and-train"], cwd=pipeline_repo,
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    checkpoint = pipeline_repo / "outputs/checkpoints/checkpoint-4/trainer_state.json"
+    deadline = time.time() + 600
+    while not checkpoint.is_file() and time.time() < deadline and run.poll() is None:
+        time.sleep(0.5)
+    assert checkpoint.is_file(), "no checkpoint appeared"
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+
+    dvc(pipeline_repo, "repro", "quantize-and-train")
+    train = json.loads((pipeline_repo / "metrics/train.json").read_text())
+    assert train["resumed_from_step"] >= 4 and train["steps"] == 10
+    steps = [int(line.split(",")[0]) for line in
+             (pipeline_repo / "metrics/train_loss.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, 11))  # one loss per step, none lost or repeated

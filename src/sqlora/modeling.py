@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,10 +147,18 @@ def compute_dtype(name: str):
     return torch.float32
 
 
-def load_quantized_model(model_dir: str | Path, quant: dict, *, trust_remote_code: bool = False,
-                         for_training: bool = False):
-    """Load the 16-bit base folder as 4-bit, 8-bit (bitsandbytes) or 16-bit weights."""
+def default_device() -> str:
+    """This process's GPU (one per process under `accelerate launch`), else the CPU."""
     import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+
+
+def load_quantized_model(model_dir: str | Path, quant: dict, *, trust_remote_code: bool = False,
+                         for_training: bool = False, device: str | None = None):
+    """Load the 16-bit base folder as 4-bit, 8-bit (bitsandbytes) or 16-bit weights."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     dtype = compute_dtype(quant["bnb_4bit_compute_dtype"])
@@ -164,11 +173,47 @@ def load_quantized_model(model_dir: str | Path, quant: dict, *, trust_remote_cod
         )
     elif bits == 8:
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = device or default_device()
     kwargs["device_map"] = {"": device}
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     if for_training and device == "cpu":
         disable_avx512bf16_repacking(model)
+    return model
+
+
+def load_dequantized_model(model_dir: str | Path, quant: dict, *, trust_remote_code: bool = False,
+                           device: str | None = None):
+    """The base model as a LoRA adapter saw it in training: quantized per `quant.*`, then each
+    quantized layer turned back into a plain 16-bit (fp32 on CPU) `nn.Linear`.
+
+    Merging an adapter into this model reproduces the trained model; merging into the original
+    16-bit weights would not (it never saw them), and merging into 4-bit weights re-rounds them.
+    """
+    import torch
+    from peft.utils.integrations import dequantize_module_weight
+
+    model = load_quantized_model(model_dir, quant, trust_remote_code=trust_remote_code, device=device)
+    if quant["bits"] == 16:
+        return model
+    dtype = compute_dtype(quant["bnb_4bit_compute_dtype"])
+    quantized = [(name, module) for name, module in model.named_modules()
+                 if type(module).__name__ in ("Linear4bit", "Linear8bitLt")]
+    for name, module in quantized:
+        linear = torch.nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
+                                 device=module.weight.device, dtype=dtype)
+        with torch.no_grad():
+            linear.weight.copy_(dequantize_module_weight(module).to(dtype))
+            if module.bias is not None:
+                linear.bias.copy_(module.bias.to(dtype))
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, linear)
+    for attribute, plain in (("hf_quantizer", None), ("is_quantized", False), ("is_loaded_in_4bit", False),
+                             ("is_loaded_in_8bit", False), ("quantization_method", None)):
+        if hasattr(model, attribute):
+            setattr(model, attribute, plain)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.dtype = dtype
     return model
 
 

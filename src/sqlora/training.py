@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -56,20 +57,34 @@ def resumable_checkpoint(checkpoint_dir: Path, run_fingerprint: str) -> str | No
     return None
 
 
-def make_callbacks(loss_csv: Path, resumed: bool):
+def is_main_process() -> bool:
+    """False in the extra processes of a data-parallel run (`accelerate launch`)."""
+    return int(os.environ.get("RANK", 0)) == 0
+
+
+def make_callbacks(loss_csv: Path, resumed_from_step: int):
     from transformers import TrainerCallback
 
     class LossLog(TrainerCallback):
         """Appends each logged loss to a CSV as it comes, so an interrupted run keeps its curve."""
 
         def __init__(self):
+            if not is_main_process():
+                return
             loss_csv.parent.mkdir(parents=True, exist_ok=True)
-            if not resumed or not loss_csv.is_file():
-                with loss_csv.open("w", newline="") as f:
-                    csv.writer(f).writerow(["step", "loss", "learning_rate"])
+            kept = []
+            if resumed_from_step and loss_csv.is_file():
+                # rows logged after the checkpoint are logged again by the resumed run
+                with loss_csv.open(newline="") as f:
+                    kept = [row for row in list(csv.reader(f))[1:]
+                            if row and int(row[0]) <= resumed_from_step]
+            with loss_csv.open("w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["step", "loss", "learning_rate"])
+                writer.writerows(kept)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
+            if logs and "loss" in logs and state.is_world_process_zero:
                 with loss_csv.open("a", newline="") as f:
                     csv.writer(f).writerow([state.global_step, round(float(logs["loss"]), 5),
                                             logs.get("learning_rate", "")])
@@ -116,7 +131,10 @@ def train_lora(model, tokenizer, rows: list[dict], train: dict, lora_cfg, checkp
     if getattr(model, "is_quantized", False) or getattr(model, "is_loaded_in_4bit", False):
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=train["gradient_checkpointing"])
-    resume_from = resumable_checkpoint(checkpoint_dir, run_fingerprint)
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():  # one process clears stale checkpoints, then all look
+        resume_from = resumable_checkpoint(checkpoint_dir, run_fingerprint)
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     config = SFTConfig(
         output_dir=str(checkpoint_dir),
@@ -134,6 +152,7 @@ def train_lora(model, tokenizer, rows: list[dict], train: dict, lora_cfg, checkp
         use_cpu=not on_gpu,
         seed=train["seed"],
         logging_steps=train["logging_steps"],
+        logging_nan_inf_filter=False,  # else a NaN loss is logged as a finite mean, hidden from LossGuard
         save_steps=train["save_steps"],
         save_total_limit=2,
         report_to="none",
@@ -141,7 +160,8 @@ def train_lora(model, tokenizer, rows: list[dict], train: dict, lora_cfg, checkp
         include_num_input_tokens_seen="non_padding",
         **length_grouping(train["group_by_length"]),
     )
-    log_callback, guard = make_callbacks(loss_csv, resumed=resume_from is not None)
+    resumed_from_step = int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0
+    log_callback, guard = make_callbacks(loss_csv, resumed_from_step)
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=lora_cfg, callbacks=[log_callback, guard])
     if on_gpu:
@@ -163,7 +183,7 @@ def train_lora(model, tokenizer, rows: list[dict], train: dict, lora_cfg, checkp
         "tokens_per_s": round(tokens / runtime, 1) if runtime else 0.0,
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
-        "resumed_from_step": int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0,
+        "resumed_from_step": resumed_from_step,
     }
     return {"trainer": trainer, "stats": stats}
 

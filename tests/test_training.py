@@ -1,0 +1,366 @@
+"""LoRA training on tiny 4-bit models: loss on completions only, loss log, divergence guard, resume."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("SQLORA_PROGRESS", "0")
+
+import csv  # noqa: E402
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import trl  # noqa: E402
+import yaml  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
+
+from sqlora.errors import ParamError, SqloraError  # noqa: E402
+from sqlora.modeling import (compute_dtype, load_quantized_model, load_tokenizer,  # noqa: E402
+                             lora_config)
+from sqlora.prompts import build_prompt  # noqa: E402
+from sqlora.training import (FINGERPRINT_FILE, check_train_params, fingerprint,  # noqa: E402
+                             resumable_checkpoint, train_lora)
+from tiny_model import build_tiny_model, smollm2_tokenizer  # noqa: E402
+
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+QUANT = {"bits": 4, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+         "bnb_4bit_compute_dtype": "auto"}
+LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"}
+TRAIN = {"epochs": 1, "max_steps": 6, "batch_size": 2, "gradient_accumulation_steps": 1,
+         "learning_rate": 1e-2, "lr_scheduler": "linear", "warmup_steps": 0, "max_length": 128,
+         "gradient_checkpointing": False, "group_by_length": True, "check_generations": False,
+         "seed": 0, "logging_steps": 1, "save_steps": 2}
+SCHEMA = "singer(singer_id number, name text, country text, age number)"
+
+
+def make_rows(n: int = 16) -> list[dict]:
+    """Prompt/completion rows of varied lengths, as preprocess writes them."""
+    rows = []
+    for i in range(n):
+        question = f"Which singers from country {i} are older than {20 + i}?" + " Please." * (i % 5)
+        sql = f"SELECT name FROM singer WHERE country = '{i}' AND age > {20 + i}" + " ORDER BY age" * (i % 3)
+        rows.append({"prompt": build_prompt(SCHEMA, question),
+                     "completion": [{"role": "assistant", "content": sql}]})
+    return rows
+
+
+ROWS = make_rows()
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random llama and qwen2-style model folders, built once (the GGUF tokenizer is slow)."""
+    root = tmp_path_factory.mktemp("tiny")
+    llama = build_tiny_model(root / "llama", "llama", tokenizer=smollm2_tokenizer())
+    qwen2 = build_tiny_model(root / "qwen2", "qwen2", tokenizer=load_tokenizer(llama))
+    return {"llama": llama, "qwen2": qwen2}
+
+
+def run_training(model_dir: Path, out: Path, *, run_id: str = "run", rows=ROWS, **overrides) -> dict:
+    model = load_quantized_model(model_dir, QUANT, for_training=True)
+    tokenizer = load_tokenizer(model_dir)
+    train = check_train_params({**TRAIN, **overrides})
+    return train_lora(model, tokenizer, rows, train, lora_config(LORA), out / "checkpoints",
+                      out / "loss.csv", run_id, compute_dtype(QUANT["bnb_4bit_compute_dtype"]))
+
+
+def read_loss_csv(path: Path) -> list[list[str]]:
+    with path.open(newline="") as f:
+        return list(csv.reader(f))
+
+
+def checkpoint_steps(checkpoint_dir: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[1]) for p in checkpoint_dir.glob("checkpoint-*"))
+
+
+class ExtraCallbacks:
+    """Adds callbacks to every SFTTrainer that train_lora builds (trl's public callbacks argument),
+    and records the batches each step trains on."""
+
+    def __init__(self, monkeypatch, *callbacks):
+        self.batches: dict[int, list[list[int]]] = {}
+        original, recorder, extra = trl.SFTTrainer, self, list(callbacks)
+
+        class Trainer(original):
+            def __init__(self, *args, callbacks=None, **kwargs):
+                super().__init__(*args, callbacks=[*(callbacks or []), *extra], **kwargs)
+
+            def training_step(self, model, inputs, *args, **kwargs):
+                ids = inputs["input_ids"].tolist()
+                mask = inputs["attention_mask"].tolist()
+                recorder.batches[self.state.global_step + 1] = [
+                    [t for t, m in zip(row, keep) if m] for row, keep in zip(ids, mask)]
+                return super().training_step(model, inputs, *args, **kwargs)
+
+        monkeypatch.setattr(trl, "SFTTrainer", Trainer)
+
+
+class InterruptAfter(TrainerCallback):
+    """Ctrl-C right after step `step` was logged (and saved, when it is a save step)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.global_step == self.step and state.global_step % args.save_steps:
+            raise KeyboardInterrupt
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+class PoisonAfter(TrainerCallback):
+    """Diverged weights: the LoRA weights become NaN after step `step`, so later losses are NaN."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.step:
+            with torch.no_grad():
+                for name, param in model.named_parameters():
+                    if "lora_" in name:
+                        param.fill_(float("nan"))
+
+
+# ---------------------------------------------------------------- parameters
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("batch_size", 0, ["train.batch_size", "integer >= 1"]),
+    ("batch_size", 2.5, ["train.batch_size", "integer"]),
+    ("learning_rate", 0, ["train.learning_rate", "> 0"]),
+    ("learning_rate", "1e-3", ["train.learning_rate", "number"]),
+    ("lr_scheduler", "foo", ["train.lr_scheduler", "'linear', 'cosine', 'constant', 'constant_with_warmup'"]),
+    ("max_length", 4, ["train.max_length", ">= 16"]),
+    ("epochs", 0, ["train.epochs", "> 0"]),
+    ("max_steps", -2, ["train.max_steps", ">= -1"]),
+    ("save_steps", 0, ["train.save_steps", ">= 1"]),
+    ("group_by_length", "yes", ["train.group_by_length", "true, false"]),
+])
+def test_bad_train_params(key, value, expected):
+    with pytest.raises(ParamError) as caught:
+        check_train_params({**TRAIN, key: value})
+    for text in expected:
+        assert text in str(caught.value), str(caught.value)
+
+
+def test_repo_params_are_valid():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    check_train_params(params["train"])
+
+
+def test_fingerprint():
+    assert fingerprint({"a": 1, "b": 2}, 3) == fingerprint({"b": 2, "a": 1}, 3)
+    assert fingerprint({"a": 1}, 3) != fingerprint({"a": 2}, 3)
+
+
+# ---------------------------------------------------------------- training
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_train_lora(tiny_models, family, tmp_path):
+    result = run_training(tiny_models[family], tmp_path, max_steps=3, logging_steps=1, save_steps=100)
+    stats = result["stats"]
+    assert stats["steps"] == 3 and stats["resumed_from_step"] == 0
+    assert math.isfinite(stats["final_loss"]) and stats["final_loss"] > 0
+    assert math.isfinite(stats["mean_loss"])
+    assert stats["tokens"] > 0 and stats["trainable_params"] > 0
+    # only LoRA weights train: far fewer than the (tiny) model's parameters
+    assert stats["trainable_params"] < sum(p.numel() for p in result["trainer"].model.parameters())
+
+    rows = read_loss_csv(tmp_path / "loss.csv")
+    assert rows[0] == ["step", "loss", "learning_rate"]
+    assert [int(r[0]) for r in rows[1:]] == [1, 2, 3]
+    assert all(math.isfinite(float(r[1])) and float(r[2]) > 0 for r in rows[1:])
+    assert float(rows[-1][1]) == pytest.approx(stats["final_loss"], abs=1e-4)
+
+    # the adapter saves and holds LoRA weights only
+    adapter = tmp_path / "adapter"
+    result["trainer"].model.save_pretrained(adapter)
+    assert (adapter / "adapter_config.json").is_file()
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == LORA["r"]
+
+    # loss only on the completion: every prompt token is -100, every completion token is a label
+    trainer = result["trainer"]
+    tokenizer = trainer.processing_class
+    end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    examples = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+    assert len(examples) == len(ROWS)
+    for example in examples:
+        prompt_text = tokenizer.apply_chat_template(example["prompt"], tokenize=False,
+                                                    add_generation_prompt=True)
+        prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+        ids, labels = example["input_ids"], example["labels"]
+        n = len(prompt_ids)
+        assert ids[:n] == prompt_ids
+        assert all(label == -100 for label in labels[:n])
+        assert labels[n:] == ids[n:] and len(ids) > n
+        supervised = tokenizer.decode(labels[n:])
+        assert supervised.startswith(example["completion"][0]["content"])
+        assert end_id in labels[n:]  # the model learns to end its turn
+
+    # padding in a batch adds no labels, and the end token is still a label where pad == eos
+    batch = trainer.data_collator(examples[:4])
+    for row, example in enumerate(examples[:4]):
+        labels = batch["labels"][row].tolist()
+        real = batch["attention_mask"][row].tolist()
+        assert [lab for lab, keep in zip(labels, real) if keep] == example["labels"]
+        assert all(lab == -100 for lab, keep in zip(labels, real) if not keep)
+
+
+# ---------------------------------------------------------------- divergence guard
+
+def test_nan_loss_stops_training_and_names_last_good_checkpoint(tiny_models, tmp_path, monkeypatch):
+    """A NaN loss in the last logging window must be caught, not averaged away."""
+    ExtraCallbacks(monkeypatch, PoisonAfter(3))
+    with pytest.raises(SqloraError) as caught:
+        run_training(tiny_models["llama"], tmp_path, max_steps=4, logging_steps=2, save_steps=2)
+    message = str(caught.value)
+    assert "loss" in message and "nan" in message.lower(), message
+    assert "step 4" in message
+    assert "last good checkpoint" in message and message.endswith("checkpoint-2")
+    assert checkpoint_steps(tmp_path / "checkpoints") == [2]  # nothing saved after the NaN
+
+
+def load_stage(name: str):
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_stage_writes_no_adapter_when_the_loss_goes_nan(tiny_models, tmp_path, monkeypatch):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["quant"] = QUANT
+    params["lora"] = LORA
+    params["train"] = {**TRAIN, "max_steps": 6, "logging_steps": 1, "save_steps": 2}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    with (tmp_path / "train.jsonl").open("w", encoding="utf-8") as f:
+        for row in ROWS:
+            f.write(json.dumps(row) + "\n")
+    out = tmp_path / "adapter"
+    monkeypatch.setattr(sys, "argv", [
+        "train.py", "--base", str(tiny_models["llama"]), "--train", str(tmp_path / "train.jsonl"),
+        "--out", str(out), "--checkpoints", str(tmp_path / "ckpt"),
+        "--metrics", str(tmp_path / "train.json"), "--loss-curve", str(tmp_path / "loss.csv"),
+        "--params", str(tmp_path / "params.yaml")])
+    ExtraCallbacks(monkeypatch, PoisonAfter(3))
+    stage = load_stage("train")
+    with pytest.raises(SqloraError) as caught:
+        stage.main()
+    message = str(caught.value)
+    assert "nan" in message.lower() and "step 4" in message, message
+    assert message.endswith(str(tmp_path / "ckpt" / "checkpoint-2"))
+    assert not out.exists() and not out.with_name("adapter.partial").exists()
+    assert not (tmp_path / "train.json").exists()
+    assert checkpoint_steps(tmp_path / "ckpt") == [2]
+    steps = [int(r[0]) for r in read_loss_csv(tmp_path / "loss.csv")[1:]]
+    assert steps == [1, 2, 3, 4]
+
+
+# ---------------------------------------------------------------- resume
+
+def make_checkpoint(folder: Path, step: int, complete: bool = True) -> Path:
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    if complete:
+        (path / "trainer_state.json").write_text("{}")
+    return path
+
+
+def test_resumable_checkpoint_new_folder(tmp_path):
+    folder = tmp_path / "ckpt"
+    assert resumable_checkpoint(folder, "abc") is None
+    assert json.loads((folder / FINGERPRINT_FILE).read_text())["fingerprint"] == "abc"
+
+
+def test_resumable_checkpoint_same_fingerprint(tmp_path):
+    folder = tmp_path / "ckpt"
+    assert resumable_checkpoint(folder, "abc") is None
+    make_checkpoint(folder, 2)
+    newest = make_checkpoint(folder, 10)  # newer than checkpoint-2 although it sorts before it as text
+    make_checkpoint(folder, 12, complete=False)  # interrupted while saving
+    assert resumable_checkpoint(folder, "abc") == str(newest)
+    assert (folder / "checkpoint-12").is_dir()  # nothing is deleted on resume
+
+
+def test_resumable_checkpoint_other_fingerprint_clears(tmp_path):
+    folder = tmp_path / "ckpt"
+    assert resumable_checkpoint(folder, "abc") is None
+    make_checkpoint(folder, 2)
+    (folder / "stray.txt").write_text("x")
+    assert resumable_checkpoint(folder, "xyz") is None
+    assert sorted(p.name for p in folder.iterdir()) == [FINGERPRINT_FILE]
+    assert json.loads((folder / FINGERPRINT_FILE).read_text())["fingerprint"] == "xyz"
+
+
+def test_resumable_checkpoint_without_stamp_or_complete_checkpoint(tmp_path):
+    folder = tmp_path / "ckpt"
+    make_checkpoint(folder, 4)  # a folder left by something else: no fingerprint stamp
+    assert resumable_checkpoint(folder, "abc") is None
+    assert not (folder / "checkpoint-4").exists()
+    make_checkpoint(folder, 6, complete=False)
+    assert resumable_checkpoint(folder, "abc") is None
+    assert not (folder / "checkpoint-6").exists()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_models, tmp_path_factory):
+    """Six steps in one go: the loss curve and the batches of each step."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        recorder = ExtraCallbacks(monkeypatch)
+        result = run_training(tiny_models["llama"], out, run_id="resume-test")
+    return {"stats": result["stats"], "losses": read_loss_csv(out / "loss.csv"),
+            "batches": recorder.batches}
+
+
+@pytest.mark.parametrize("interrupt_at", [4, 5])
+def test_resume_after_interruption(tiny_models, uninterrupted, interrupt_at, tmp_path, monkeypatch):
+    """Interrupted right after checkpoint-4 (or one step later), the rerun resumes from
+    checkpoint-4 and ends where the uninterrupted run ends, with the same loss curve."""
+    with monkeypatch.context() as patch:
+        ExtraCallbacks(patch, InterruptAfter(interrupt_at))
+        with pytest.raises(KeyboardInterrupt):
+            run_training(tiny_models["llama"], tmp_path, run_id="resume-test")
+    assert checkpoint_steps(tmp_path / "checkpoints")[-1] == 4
+
+    recorder = ExtraCallbacks(monkeypatch)
+    result = run_training(tiny_models["llama"], tmp_path, run_id="resume-test")
+    stats = result["stats"]
+    assert stats["resumed_from_step"] == 4
+    assert stats["steps"] == 6
+    # the resumed steps see the same batches as the uninterrupted run
+    assert sorted(recorder.batches) == [5, 6]
+    for step in (5, 6):
+        assert recorder.batches[step] == uninterrupted["batches"][step], f"step {step}: other data"
+    assert stats["final_loss"] == pytest.approx(uninterrupted["stats"]["final_loss"], abs=1e-3)
+    assert stats["tokens"] == uninterrupted["stats"]["tokens"]
+
+    # one loss row per step, the same curve
+    losses = read_loss_csv(tmp_path / "loss.csv")
+    expected = uninterrupted["losses"]
+    assert [r[0] for r in losses] == [r[0] for r in expected] == ["step", "1", "2", "3", "4", "5", "6"]
+    for got, want in zip(losses[1:], expected[1:]):
+        assert float(got[1]) == pytest.approx(float(want[1]), abs=1e-3)
+        assert float(got[2]) == pytest.approx(float(want[2]))
+
+
+def test_other_configuration_starts_over(tiny_models, tmp_path, monkeypatch):
+    with monkeypatch.context() as patch:
+        ExtraCallbacks(patch, InterruptAfter(4))
+        with pytest.raises(KeyboardInterrupt):
+            run_training(tiny_models["llama"], tmp_path, run_id="first", max_steps=6)
+    result = run_training(tiny_models["llama"], tmp_path, run_id="second", max_steps=2)
+    assert result["stats"]["resumed_from_step"] == 0 and result["stats"]["steps"] == 2
+    assert [r[0] for r in read_loss_csv(tmp_path / "loss.csv")] == ["step", "1", "2"]
+    assert checkpoint_steps(tmp_path / "checkpoints") == [2]
