@@ -1,0 +1,59 @@
+"""Draw the README's figures from a run's metrics: the training loss curve and execution
+accuracy by hardness for the base and fine-tuned models.
+
+    python benchmarks/plot_results.py docs/results/h100-2026-11-28 --out docs/figures
+(needs matplotlib: python -m pip install matplotlib)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+LEVELS = ("easy", "medium", "hard", "extra", "all")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("metrics", type=Path, help="folder with eval.json and train_loss.csv")
+    parser.add_argument("--out", type=Path, default=Path("docs/figures"))
+    args = parser.parse_args()
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("error: this script needs matplotlib: python -m pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    scores = json.loads((args.metrics / "eval.json").read_text())
+    figure, axes = plt.subplots(figsize=(6.4, 3.2))
+    width = 0.38
+    for shift, model in ((-width / 2, "base"), (width / 2, "finetuned")):
+        values = [scores[f"{model}_exec_{level}"] for level in LEVELS]
+        bars = axes.bar([i + shift for i in range(len(LEVELS))], values, width, label=model)
+        axes.bar_label(bars, fmt="%.2f", fontsize=8)
+    axes.set_xticks(range(len(LEVELS)), [f"{lvl}\n({scores[f'count_{lvl}']})" for lvl in LEVELS])
+    axes.set_ylabel("execution accuracy (strict)")
+    axes.set_ylim(0, 1)
+    axes.legend(frameon=False)
+    axes.set_title("Spider dev, by hardness")
+    figure.tight_layout()
+    figure.savefig(args.out / "accuracy_by_hardness.png", dpi=120)
+
+    with (args.metrics / "train_loss.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    figure, axes = plt.subplots(figsize=(6.4, 3.0))
+    axes.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows])
+    axes.set_xlabel("step")
+    axes.set_ylabel("training loss (SQL tokens)")
+    axes.set_title("QLoRA fine-tuning loss")
+    figure.tight_layout()
+    figure.savefig(args.out / "train_loss.png", dpi=120)
+    print(f"wrote {args.out / 'accuracy_by_hardness.png'} and {args.out / 'train_loss.png'}")
+
+
+if __name__ == "__main__":
+    main()
