@@ -1,0 +1,83 @@
+"""Prediction speed and accuracy: the 4-bit path (bitsandbytes, adapter on top) against the
+dequantized path (plain 16-bit weights, adapter merged in), for the base and fine-tuned models.
+
+Run after `dvc repro` (it reads outputs/, data/prepared/ and data/spider/):
+    python benchmarks/bench_predict.py --limit 972
+Prints one row per model and path: load and generation seconds, and strict execution accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from sqlora.evaluate import evaluate  # noqa: E402
+from sqlora.generation import generate, load_for_inference  # noqa: E402
+from sqlora.modeling import load_dequantized_model, load_tokenizer  # noqa: E402
+from sqlora.params import load_section  # noqa: E402
+from sqlora.prompts import extract_sql  # noqa: E402
+
+
+def load(model: str, path: str, args, quant: dict):
+    if model == "base" and path == "dequantized 16-bit":
+        loaded = load_dequantized_model(args.base, quant)
+        loaded.eval()
+        return loaded, load_tokenizer(args.base)
+    model_dir = args.base if model == "base" else args.adapter
+    return load_for_inference(model_dir, args.base, quant, merge_adapter=path != "4-bit")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", type=Path, default=Path("outputs/base_model"))
+    parser.add_argument("--adapter", type=Path, default=Path("outputs/adapter"))
+    parser.add_argument("--dev", type=Path, default=Path("data/prepared/dev.jsonl"))
+    parser.add_argument("--gold", type=Path, default=Path("data/prepared/dev_gold.sql"))
+    parser.add_argument("--db", type=Path, default=Path("data/spider/database"))
+    parser.add_argument("--limit", type=int, default=0, help="first N questions (0 = all)")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+
+    quant, predict = load_section("quant"), load_section("predict")
+    questions = [json.loads(line) for line in args.dev.open(encoding="utf-8")]
+    gold = args.gold.read_text(encoding="utf-8").splitlines()
+    if args.limit:
+        questions, gold = questions[:args.limit], gold[:args.limit]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        gold_file = Path(tmp) / "gold.sql"
+        gold_file.write_text("\n".join(gold) + "\n", encoding="utf-8")
+        for model in ("base", "finetuned"):
+            for path in ("4-bit", "dequantized 16-bit"):
+                started = time.perf_counter()
+                loaded, tokenizer = load(model, path, args, quant)
+                loaded_at = time.perf_counter()
+                texts = generate(loaded, tokenizer, [q["prompt"] for q in questions],
+                                 batch_size=predict["batch_size"], max_new_tokens=predict["max_new_tokens"],
+                                 answer_prefix=predict["answer_prefix"])
+                finished = time.perf_counter()
+                pred_file = Path(tmp) / "pred.sql"
+                pred_file.write_text("".join(extract_sql(t) + "\n" for t in texts), encoding="utf-8")
+                score = evaluate(gold_file, pred_file, args.db).scores["all"]["exec"]
+                rows.append({"model": model, "path": path, "questions": len(questions),
+                             "load_s": round(loaded_at - started, 1), "generate_s": round(finished - loaded_at, 1),
+                             "exec_all": round(score, 4)})
+                del loaded
+                print(rows[-1], flush=True)
+    columns = list(rows[0])
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
