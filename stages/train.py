@@ -11,12 +11,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from sqlora import modeling, training  # noqa: E402
 from sqlora.errors import SqloraError, run_stage  # noqa: E402
 from sqlora.generation import degenerate_reason, generate  # noqa: E402
 from sqlora.modeling import (check_lora_params, check_quant_params, compute_dtype,  # noqa: E402
                              load_quantized_model, load_tokenizer, lora_config)
 from sqlora.params import load_section  # noqa: E402
-from sqlora.training import check_train_params, fingerprint, train_lora  # noqa: E402
+from sqlora.training import check_train_params, files_digest, fingerprint, train_lora  # noqa: E402
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -45,7 +46,8 @@ def main() -> None:
 
     model = load_quantized_model(args.base, quant, trust_remote_code=trust_remote_code, for_training=True)
     tokenizer = load_tokenizer(args.base, trust_remote_code)
-    run_id = fingerprint(quant, lora, train, args.train.stat().st_size, len(rows))
+    code = [Path(__file__), Path(training.__file__), Path(modeling.__file__)]
+    run_id = fingerprint(quant, lora, train, files_digest([args.train, args.base, *code]))
     result = train_lora(model, tokenizer, rows, train, lora_config(lora), args.checkpoints,
                         args.loss_curve, run_id, compute_dtype(quant["bnb_4bit_compute_dtype"]))
     trainer, stats = result["trainer"], result["stats"]

@@ -364,3 +364,20 @@ def test_other_configuration_starts_over(tiny_models, tmp_path, monkeypatch):
     assert result["stats"]["resumed_from_step"] == 0 and result["stats"]["steps"] == 2
     assert [r[0] for r in read_loss_csv(tmp_path / "loss.csv")] == ["step", "1", "2"]
     assert checkpoint_steps(tmp_path / "checkpoints") == [2]
+
+
+def test_files_digest_changes_with_content_and_names_a_new_run(tmp_path):
+    from sqlora.training import files_digest
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "model.safetensors").write_bytes(b"\0" * 3_000_000)
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"a": 1}\n')
+    first = files_digest([train, base])
+    assert files_digest([train, base]) == first
+    (base / "model.safetensors").write_bytes(b"\0" * 2_999_999 + b"\1")  # same size, last byte differs
+    assert files_digest([train, base]) != first
+    second = files_digest([train, base])
+    train.write_text('{"a": 2}\n')  # another training set of the same size
+    assert files_digest([train, base]) != second

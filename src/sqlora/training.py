@@ -42,6 +42,23 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def files_digest(paths: list[Path]) -> str:
+    """A cheap content digest of files and folders (names, sizes, first and last MiB of each file),
+    so that checkpoints of another base model, training set or training code are never resumed."""
+    digest = hashlib.sha256()
+    for root in paths:
+        files = sorted(p for p in Path(root).rglob("*") if p.is_file()) if Path(root).is_dir() else [Path(root)]
+        for path in files:
+            size = path.stat().st_size
+            digest.update(f"{path.name}:{size}".encode())
+            with path.open("rb") as f:
+                digest.update(f.read(1 << 20))
+                if size > 2 << 20:
+                    f.seek(-(1 << 20), os.SEEK_END)
+                    digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
 def resumable_checkpoint(checkpoint_dir: Path, run_fingerprint: str) -> str | None:
     """The last checkpoint of an interrupted run with the same configuration; others are cleared."""
     stamp = checkpoint_dir / FINGERPRINT_FILE
@@ -125,7 +142,9 @@ def train_lora(model, tokenizer, rows: list[dict], train: dict, lora_cfg, checkp
     from peft import prepare_model_for_kbit_training
     from trl import SFTConfig, SFTTrainer
 
-    from .progress import bars_enabled
+    from .progress import bars_enabled, quiet_library_bars
+
+    quiet_library_bars()
 
     on_gpu = torch.cuda.is_available()
     if getattr(model, "is_quantized", False) or getattr(model, "is_loaded_in_4bit", False):
