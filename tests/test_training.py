@@ -344,6 +344,7 @@ def test_resume_after_interruption(tiny_models, uninterrupted, interrupt_at, tmp
     for step in (5, 6):
         assert recorder.batches[step] == uninterrupted["batches"][step], f"step {step}: other data"
     assert stats["final_loss"] == pytest.approx(uninterrupted["stats"]["final_loss"], abs=1e-3)
+    assert stats["mean_loss"] == pytest.approx(uninterrupted["stats"]["mean_loss"], abs=1e-3)
     assert stats["tokens"] == uninterrupted["stats"]["tokens"]
 
     # one loss row per step, the same curve

@@ -186,7 +186,7 @@ def train_lora(model, tokenizer, rows: list[dict], train: dict, lora_cfg, checkp
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    trainer.train(resume_from_checkpoint=resume_from)
     runtime = time.perf_counter() - started
     if guard.problem:
         raise SqloraError(f"{guard.problem}; no adapter written, last good checkpoint: "
@@ -195,7 +195,8 @@ def train_lora(model, tokenizer, rows: list[dict], train: dict, lora_cfg, checkp
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     stats = {
         "final_loss": round(float(losses[-1]), 5) if losses else float("nan"),
-        "mean_loss": round(float(result.training_loss), 5),
+        # the logged losses, not result.training_loss, which after a resume covers the resumed steps only
+        "mean_loss": round(sum(losses) / len(losses), 5) if losses else float("nan"),
         "steps": trainer.state.global_step,
         "runtime_s": round(runtime, 2),
         "tokens": int(tokens),
