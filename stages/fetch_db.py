@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from sqlora.errors import run_stage  # noqa: E402
+from sqlora.files import replace_dir, staging_area  # noqa: E402
 from sqlora.params import load_section  # noqa: E402
 from sqlora.spider import (  # noqa: E402
     check_sha256,
@@ -22,11 +23,9 @@ from sqlora.spider import (  # noqa: E402
     extract_spider_zip,
     is_url,
     local_source,
-    replace_dir,
     require_zip,
     sha256_param,
     source_param,
-    staging_area,
     summary,
     validate_spider,
 )

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from sqlora.errors import SqloraError, run_stage  # noqa: E402
 from sqlora.generation import check_predict_params, predict_on_devices, prediction_devices  # noqa: E402
-from sqlora.modeling import check_quant_params  # noqa: E402
+from sqlora.modeling import check_quant_params, trust_remote_code_param  # noqa: E402
 from sqlora.params import load_section  # noqa: E402
 from sqlora.prompts import extract_sql  # noqa: E402
 
@@ -28,7 +28,7 @@ def main() -> None:
 
     quant = check_quant_params(load_section("quant", args.params))
     predict = check_predict_params(load_section("predict", args.params))
-    trust_remote_code = bool(load_section("model", args.params).get("trust_remote_code", False))
+    trust_remote_code = trust_remote_code_param(args.params)
     if not args.model.is_dir():
         raise SqloraError(f"model folder {args.model} does not exist (run the stage that makes it)")
     with args.dev.open(encoding="utf-8") as f:

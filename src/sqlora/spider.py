@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import http.client
 import json
 import os
 import re
 import shutil
 import stat
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .errors import ParamError, SqloraError
+from .files import file_sha256
 from .progress import progress
 
 REQUIRED = ("tables.json", "dev.json", "database/")
@@ -114,14 +111,6 @@ def _looks_like_html(path: Path) -> bool:
     with path.open("rb") as f:
         head = f.read(512).lstrip().lower()
     return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_sha256(path: Path, expected: str) -> str:
@@ -224,41 +213,6 @@ def validate_spider(folder: Path, source: str) -> None:
     if missing:
         raise SqloraError(f"data.source: {source} is not a Spider release: no "
                           f"{', '.join(missing)} at its top (or inside its single top folder)")
-
-
-# --- putting it in place ----------------------------------------------------
-
-@contextlib.contextmanager
-def staging_area(target: Path) -> Iterator[Path]:
-    """A temp folder beside target (same disk, so a rename can publish it); always removed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", suffix=".tmp", dir=target.parent))
-    try:
-        yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Swap `new` in as `target`; the old target survives if the swap fails."""
-    try:
-        if not target.exists():
-            os.replace(new, target)
-            return
-        # os.replace cannot overwrite a non-empty folder (nor any folder on Windows): move the
-        # old one aside first, and move it back if the new one cannot take its place.
-        backup = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
-        backup.rmdir()
-        os.replace(target, backup)
-        try:
-            os.replace(new, target)
-        except OSError:
-            os.replace(backup, target)
-            raise
-    except OSError as error:
-        raise SqloraError(f"cannot put the new copy in place of {target} (is a file in it open?): "
-                          f"{error}") from None
-    shutil.rmtree(backup, ignore_errors=True)
 
 
 # --- reading ----------------------------------------------------------------
