@@ -1,5 +1,6 @@
 """Prediction speed and accuracy: the 4-bit path (bitsandbytes, adapter on top) against the
-dequantized path (plain 16-bit weights, adapter merged in), for the base and fine-tuned models.
+dequantized path (`predict.dequantize`: the same weights as plain 16-bit layers, adapter merged
+in), for the base and fine-tuned models, greedy (one candidate per question).
 
 Run after `dvc repro` (it reads outputs/, data/prepared/ and data/spider/):
     python benchmarks/bench_predict.py --limit 972
@@ -19,18 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from sqlora.evaluate import evaluate  # noqa: E402
 from sqlora.generation import generate, load_for_inference  # noqa: E402
-from sqlora.modeling import load_dequantized_model, load_tokenizer  # noqa: E402
 from sqlora.params import load_section  # noqa: E402
 from sqlora.prompts import extract_sql  # noqa: E402
 
 
 def load(model: str, path: str, args, quant: dict):
-    if model == "base" and path == "dequantized 16-bit":
-        loaded = load_dequantized_model(args.base, quant)
-        loaded.eval()
-        return loaded, load_tokenizer(args.base)
     model_dir = args.base if model == "base" else args.adapter
-    return load_for_inference(model_dir, args.base, quant, merge_adapter=path != "4-bit")
+    return load_for_inference(model_dir, args.base, quant, dequantize=path != "4-bit")
 
 
 def main() -> None:
@@ -41,6 +37,7 @@ def main() -> None:
     parser.add_argument("--gold", type=Path, default=Path("data/prepared/dev_gold.sql"))
     parser.add_argument("--db", type=Path, default=Path("data/spider/database"))
     parser.add_argument("--limit", type=int, default=0, help="first N questions (0 = all)")
+    parser.add_argument("--batch-size", type=int, help="default: predict.batch_size")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
 
@@ -59,7 +56,7 @@ def main() -> None:
                 loaded, tokenizer = load(model, path, args, quant)
                 loaded_at = time.perf_counter()
                 texts = generate(loaded, tokenizer, [q["prompt"] for q in questions],
-                                 batch_size=predict["batch_size"], max_new_tokens=predict["max_new_tokens"],
+                                 batch_size=args.batch_size or predict["batch_size"], max_new_tokens=predict["max_new_tokens"],
                                  answer_prefix=predict["answer_prefix"])
                 finished = time.perf_counter()
                 pred_file = Path(tmp) / "pred.sql"

@@ -1,19 +1,39 @@
-"""predict: one SQL per dev question, in gold order, from the base model or base + adapter."""
+"""predict: one SQL per dev question, in gold order, from the base model or base + adapter.
+
+With predict.num_candidates > 1 the model offers that many answers (beam search) and the first
+that runs without error on the question's database is kept (execution-guided decoding)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
+
+STARTED = time.perf_counter()
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from sqlora.errors import SqloraError, run_stage  # noqa: E402
+from sqlora.evaluate import DatabaseCache, database_files  # noqa: E402
 from sqlora.generation import check_predict_params, predict_on_devices, prediction_devices  # noqa: E402
 from sqlora.modeling import check_quant_params, trust_remote_code_param  # noqa: E402
 from sqlora.params import load_section  # noqa: E402
 from sqlora.prompts import extract_sql  # noqa: E402
+from sqlora.sqlexec import first_runnable  # noqa: E402
+
+
+def choose(questions: list[dict], candidates: list[list[str]], db_dir: Path) -> list[int]:
+    """For each question, the index of the candidate to keep (see the module's docstring)."""
+    if all(len(c) <= 1 for c in candidates):
+        return [0] * len(questions)
+    chosen = []
+    with DatabaseCache() as databases:
+        for question, sqls in zip(questions, candidates):
+            files = database_files(db_dir, question["db_id"])
+            chosen.append(first_runnable([extract_sql(t) for t in sqls], databases.get(files[0])) if files else 0)
+    return chosen
 
 
 def main() -> None:
@@ -21,6 +41,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True, help="base model folder or adapter folder")
     parser.add_argument("--base", type=Path, default=Path("outputs/base_model"))
     parser.add_argument("--dev", type=Path, default=Path("data/prepared/dev.jsonl"))
+    parser.add_argument("--db", type=Path, default=Path("data/spider/database"),
+                        help="databases, to pick a candidate that runs (predict.num_candidates > 1)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--metrics", type=Path)
     parser.add_argument("--params", default="params.yaml")
@@ -35,23 +57,30 @@ def main() -> None:
         questions = [json.loads(line) for line in f if line.strip()]
 
     devices = prediction_devices(predict["num_gpus"])
-    raw, load_s, generate_s = predict_on_devices(
+    candidates, load_s, generate_s = predict_on_devices(
         args.model, args.base, quant, [q["prompt"] for q in questions], devices,
-        merge_adapter=predict["merge_adapter"], trust_remote_code=trust_remote_code,
+        dequantize=predict["dequantize"], trust_remote_code=trust_remote_code,
         batch_size=predict["batch_size"], max_new_tokens=predict["max_new_tokens"],
-        answer_prefix=predict["answer_prefix"], desc=f"predict {args.out.name}")
+        answer_prefix=predict["answer_prefix"], num_candidates=predict["num_candidates"],
+        desc=f"predict {args.out.name}")
+    chosen = choose(questions, candidates, args.db)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    sqls = [extract_sql(text) for text in raw]
+    sqls = [extract_sql(texts[pick]) for texts, pick in zip(candidates, chosen)]
     (args.out / "pred.sql").write_text("".join(sql + "\n" for sql in sqls), encoding="utf-8")
     with (args.out / "generations.jsonl").open("w", encoding="utf-8") as f:
-        for q, text, sql in zip(questions, raw, sqls):
-            f.write(json.dumps({"index": q["index"], "db_id": q["db_id"], "question": q["question"],
-                                "generation": text, "sql": sql}, ensure_ascii=False) + "\n")
+        for q, texts, pick, sql in zip(questions, candidates, chosen, sqls):
+            record = {"index": q["index"], "db_id": q["db_id"], "question": q["question"],
+                      "generation": texts[pick], "sql": sql}
+            if len(texts) > 1:
+                record.update(candidate=pick, candidates=texts)
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
     stats = {"questions": len(questions), "devices": len(devices), "load_s": round(load_s, 2),
              "generate_s": round(generate_s, 2),
              "questions_per_s": round(len(questions) / max(generate_s, 1e-9), 2),
-             "empty_predictions": sum(1 for s in sqls if not s)}
+             "empty_predictions": sum(1 for s in sqls if not s),
+             "not_first_candidate": sum(1 for pick in chosen if pick),
+             "stage_s": round(time.perf_counter() - STARTED, 2)}
     if args.metrics:
         args.metrics.parent.mkdir(parents=True, exist_ok=True)
         args.metrics.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")

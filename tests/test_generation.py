@@ -16,7 +16,7 @@ import torch  # noqa: E402
 
 from sqlora.errors import ParamError  # noqa: E402
 from sqlora.generation import (check_predict_params, degenerate_reason, generate,  # noqa: E402
-                               is_adapter, load_for_inference, predict_on_devices)
+                               generate_candidates, is_adapter, load_for_inference, predict_on_devices)
 from sqlora.modeling import (chat_end_token_ids, load_quantized_model, load_tokenizer,  # noqa: E402
                              lora_config)
 from sqlora.prompts import build_prompt  # noqa: E402
@@ -27,8 +27,8 @@ torch.set_num_threads(1)
 QUANT16 = {"bits": 16, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
            "bnb_4bit_compute_dtype": "auto"}
 QUANT4 = {**QUANT16, "bits": 4}
-PREDICT = {"batch_size": 8, "max_new_tokens": 160, "merge_adapter": False, "answer_prefix": "SELECT",
-           "num_gpus": 0}
+PREDICT = {"batch_size": 8, "max_new_tokens": 160, "dequantize": True, "num_candidates": 1,
+           "answer_prefix": "SELECT", "num_gpus": 0}
 SCHEMA = "singer(singer_id number, name text, country text, age number)"
 # lengths chosen so that longest-first batches do not follow the input order
 PROMPTS = [build_prompt(SCHEMA, "How many singers?" + " Really." * n) for n in (1, 30, 5, 60, 0, 12)]
@@ -86,7 +86,12 @@ def scripted(model, tokenizer, pieces: list[str]):
     ("batch_size", 0, ["predict.batch_size", "integer >= 1"]),
     ("batch_size", 1.5, ["predict.batch_size", "integer"]),
     ("max_new_tokens", 0, ["predict.max_new_tokens", "integer >= 1"]),
-    ("merge_adapter", "no", ["predict.merge_adapter", "true, false"]),
+    ("dequantize", "no", ["predict.dequantize", "true, false"]),
+    ("dequantize", 1, ["predict.dequantize", "true, false"]),
+    ("num_candidates", 0, ["predict.num_candidates", "integer >= 1"]),
+    ("num_candidates", 1.5, ["predict.num_candidates", "integer"]),
+    ("num_candidates", "x", ["predict.num_candidates", "integer"]),
+    ("num_candidates", True, ["predict.num_candidates", "integer"]),
     ("answer_prefix", 3, ["predict.answer_prefix", "string"]),
     ("answer_prefix", None, ["predict.answer_prefix", "string"]),
     ("num_gpus", -1, ["predict.num_gpus", "integer >= 0"]),
@@ -101,6 +106,27 @@ def test_bad_predict_params(key, value, expected):
 @pytest.mark.parametrize("prefix", ["", "SELECT"])
 def test_good_predict_params(prefix):
     assert check_predict_params({**PREDICT, "answer_prefix": prefix})["answer_prefix"] == prefix
+
+
+@pytest.mark.parametrize("dequantize, num_candidates", [(False, 1), (True, 4)])
+def test_good_dequantize_and_num_candidates(dequantize, num_candidates):
+    checked = check_predict_params({**PREDICT, "dequantize": dequantize, "num_candidates": num_candidates})
+    assert checked["dequantize"] is dequantize and checked["num_candidates"] == num_candidates
+
+
+@pytest.mark.parametrize("key", ["dequantize", "num_candidates"])
+def test_missing_predict_param_is_named(key):
+    params = {k: v for k, v in PREDICT.items() if k != key}
+    with pytest.raises(ParamError, match=f"predict.{key} is missing"):
+        check_predict_params(params)
+
+
+def test_repo_predict_params_are_valid():
+    import yaml
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text(encoding="utf-8"))
+    assert "merge_adapter" not in params["predict"]
+    check_predict_params(params["predict"])
 
 
 # ---------------------------------------------------------------- degenerate generations
@@ -210,7 +236,7 @@ def test_answer_prefix_is_part_of_the_prompt(tiny_models):
 
 def test_load_for_inference_base_adapter_and_merged(tiny_models, tmp_path):
     """A fresh LoRA adapter (B = 0) changes nothing: base, base + adapter and merged agree."""
-    from peft import get_peft_model
+    from peft import PeftModel, get_peft_model
 
     base = tiny_models["qwen2"]
     adapter = tmp_path / "adapter"
@@ -220,24 +246,166 @@ def test_load_for_inference_base_adapter_and_merged(tiny_models, tmp_path):
     assert is_adapter(adapter) and not is_adapter(base)
 
     answers = {}
-    for name, model_dir, quant, merge in [("base4", base, QUANT4, False), ("adapter4", adapter, QUANT4, False),
-                                          ("base16", base, QUANT16, False),
-                                          ("merged", adapter, QUANT16, True)]:
-        model, tokenizer = load_for_inference(model_dir, base, quant, merge_adapter=merge)
+    for name, model_dir, quant, dequantize in [("base4", base, QUANT4, False), ("adapter4", adapter, QUANT4, False),
+                                               ("base16", base, QUANT16, False),
+                                               ("merged", adapter, QUANT16, True),
+                                               ("merged4", adapter, QUANT4, True)]:
+        model, tokenizer = load_for_inference(model_dir, base, quant, dequantize=dequantize)
         assert not model.training and model.config.use_cache
+        if dequantize:  # the adapter merged in: a plain transformers model
+            assert not isinstance(model, PeftModel)
+            assert not any("lora_" in n for n, _ in model.named_parameters())
+        else:
+            assert isinstance(model, PeftModel) == (model_dir == adapter)
         answers[name] = generate(model, tokenizer, PROMPTS[:3], batch_size=3, max_new_tokens=4,
                                  answer_prefix="SELECT")
         assert all(a.startswith("SELECT") for a in answers[name])
     assert answers["adapter4"] == answers["base4"]
     assert answers["merged"] == answers["base16"]
+    assert answers["merged4"] == answers["base4"]
 
 
 def test_questions_spread_over_devices_come_back_in_order(tiny_models):
     """One process per device (here two CPU processes stand in for two GPUs)."""
-    options = {"batch_size": 4, "max_new_tokens": 6, "answer_prefix": "SELECT"}
+    options = {"batch_size": 4, "max_new_tokens": 6, "answer_prefix": "SELECT", "num_candidates": 2}
     alone, _, _ = predict_on_devices(tiny_models["llama"], tiny_models["llama"], QUANT16, PROMPTS, ["cpu"],
                                      **options)
     spread, load_s, generate_s = predict_on_devices(tiny_models["llama"], tiny_models["llama"], QUANT16,
                                                     PROMPTS, ["cpu", "cpu"], **options)
     assert spread == alone and len(spread) == len(PROMPTS)
+    assert all(len(c) == 2 and all(t.startswith("SELECT") for t in c) for c in spread), spread
     assert load_s > 0 and generate_s > 0
+
+
+def test_predict_on_devices_gives_one_candidate_per_prompt_by_default(tiny_models):
+    candidates, _, _ = predict_on_devices(tiny_models["qwen2"], tiny_models["qwen2"], QUANT4, PROMPTS[:3],
+                                          ["cpu"], dequantize=True, batch_size=2, max_new_tokens=4,
+                                          answer_prefix="SELECT")
+    model, tokenizer = load(tiny_models["qwen2"], QUANT4)
+    greedy = generate(model, tokenizer, PROMPTS[:3], batch_size=2, max_new_tokens=4, answer_prefix="SELECT")
+    assert candidates == [[g] for g in greedy]
+
+
+# ---------------------------------------------------------------- candidates (beam search)
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_candidates_come_per_prompt_in_input_order(tiny_models, batch_size):
+    model, tokenizer = load(tiny_models["qwen2"])
+    options = {"max_new_tokens": 5, "answer_prefix": "SELECT", "num_candidates": 3}
+    candidates = generate_candidates(model, tokenizer, PROMPTS, batch_size=batch_size, **options)
+    assert len(candidates) == len(PROMPTS)
+    for texts in candidates:
+        assert len(texts) == 3 and all(isinstance(t, str) and t.startswith("SELECT") for t in texts), texts
+    # in input order: each prompt's candidates are those it gets alone
+    alone = [generate_candidates(model, tokenizer, [p], batch_size=1, **options)[0] for p in PROMPTS]
+    assert candidates == alone
+    assert len({c[0] for c in candidates}) >= 3, candidates  # prompts differ, so do their answers
+
+
+def test_one_candidate_is_the_greedy_generation(tiny_models):
+    model, tokenizer = load(tiny_models["qwen2"])
+    options = {"batch_size": 4, "max_new_tokens": 5, "answer_prefix": "SELECT"}
+    candidates = generate_candidates(model, tokenizer, PROMPTS, num_candidates=1, **options)
+    assert candidates == [[g] for g in generate(model, tokenizer, PROMPTS, **options)]
+
+
+def test_candidates_without_answer_prefix(tiny_models):
+    model, tokenizer = load(tiny_models["qwen2"])
+    with scripted(model, tokenizer, [" name", ";", " x"]):
+        candidates = generate_candidates(model, tokenizer, PROMPTS[:1], batch_size=1, max_new_tokens=6,
+                                         answer_prefix="", num_candidates=2)
+    assert len(candidates) == 1 and len(candidates[0]) == 2
+    assert candidates[0][0] == " name;"  # best first; the forced answer wins by far
+
+
+# ---------------------------------------------------------------- out of GPU memory
+
+def fail_on_big_batches(monkeypatch, model, error, limit: int = 2) -> list[int]:
+    """model.generate raises `error` when given more than `limit` prompts; returns the sizes seen."""
+    sizes: list[int] = []
+    original = model.generate
+
+    def generate_or_fail(*args, **kwargs):
+        size = kwargs["input_ids"].shape[0]
+        sizes.append(size)
+        if size > limit:
+            raise error("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", generate_or_fail)
+    return sizes
+
+
+@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError, MemoryError])
+def test_out_of_memory_halves_the_batch_and_keeps_the_order(tiny_models, monkeypatch, error):
+    model, tokenizer = load(tiny_models["qwen2"])
+    options = {"max_new_tokens": 5, "answer_prefix": "SELECT"}
+    expected = generate_candidates(model, tokenizer, PROMPTS, batch_size=2, **options)
+    sizes = fail_on_big_batches(monkeypatch, model, error)
+    got = generate_candidates(model, tokenizer, PROMPTS, batch_size=8, **options)
+    assert got == expected and len(got) == len(PROMPTS)
+    # 6 fails, 3 fails, then batches of 1 to the end: later batches keep the smaller size
+    assert sizes == [6, 3, 1, 1, 1, 1, 1, 1]
+
+
+def test_out_of_memory_with_candidates(tiny_models, monkeypatch):
+    model, tokenizer = load(tiny_models["qwen2"])
+    options = {"max_new_tokens": 4, "answer_prefix": "SELECT", "num_candidates": 2}
+    expected = generate_candidates(model, tokenizer, PROMPTS, batch_size=2, **options)
+    sizes = fail_on_big_batches(monkeypatch, model, torch.cuda.OutOfMemoryError, limit=2)
+    assert generate_candidates(model, tokenizer, PROMPTS, batch_size=4, **options) == expected
+    assert sizes == [4, 2, 2, 2]
+
+
+def test_out_of_memory_with_one_prompt_is_raised(tiny_models, monkeypatch):
+    model, tokenizer = load(tiny_models["qwen2"])
+    sizes = fail_on_big_batches(monkeypatch, model, torch.cuda.OutOfMemoryError, limit=0)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        generate_candidates(model, tokenizer, PROMPTS[:3], batch_size=4, max_new_tokens=3)
+    assert sizes == [3, 1]
+    sizes.clear()
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        generate(model, tokenizer, PROMPTS[:2], batch_size=1, max_new_tokens=3)
+    assert sizes == [1]
+
+
+def test_other_errors_are_not_retried(tiny_models, monkeypatch):
+    model, tokenizer = load(tiny_models["qwen2"])
+    sizes = fail_on_big_batches(monkeypatch, model, ValueError, limit=0)
+    with pytest.raises(ValueError):
+        generate_candidates(model, tokenizer, PROMPTS, batch_size=4, max_new_tokens=3)
+    assert sizes == [4]
+
+
+# ---------------------------------------------------------------- dequantized base
+
+def test_dequantized_base_has_no_4bit_layers_and_answers_like_the_4bit_base(tiny_models):
+    import bitsandbytes as bnb
+
+    base = tiny_models["llama"]  # its logits are less flat than the qwen2-style one's
+    four_bit, tokenizer = load_for_inference(base, base, QUANT4)
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in four_bit.modules())
+    plain, _ = load_for_inference(base, base, QUANT4, dequantize=True)
+    assert not plain.training and plain.config.use_cache
+    assert not any(isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)) for m in plain.modules())
+    assert all(type(m) is torch.nn.Linear for n, m in plain.named_modules() if n.endswith(("q_proj", "down_proj")))
+    assert not getattr(plain, "is_loaded_in_4bit", False)
+    assert not hasattr(plain.config, "quantization_config")
+
+    original, _ = load_for_inference(base, base, QUANT16)
+    ids = tokenizer(["How many singers are there? SELECT count(*) FROM singer"], return_tensors="pt")
+    with torch.no_grad():
+        expected, got, unquantized = four_bit(**ids).logits, plain(**ids).logits, original(**ids).logits
+    # bitsandbytes' CPU 4-bit matmul rounds a little differently from a dequantized fp32 matmul,
+    # far less than the 4-bit weights differ from the original ones
+    gap = (expected - got).abs().max()
+    assert gap < 0.02 * expected.abs().max()
+    assert gap < 0.25 * (expected - unquantized).abs().max()
+    # a random model's logits are nearly flat: compare the argmax where it is clear of the rounding
+    top = expected.topk(2, dim=-1).values
+    clear = (top[..., 0] - top[..., 1]) > 2 * gap
+    assert clear.sum() >= 3, clear
+    assert torch.equal(expected.argmax(-1)[clear], got.argmax(-1)[clear])
+    options = {"batch_size": 3, "max_new_tokens": 4, "answer_prefix": "SELECT"}
+    assert generate(plain, tokenizer, PROMPTS[:3], **options) == generate(four_bit, tokenizer, PROMPTS[:3], **options)
+

@@ -16,7 +16,8 @@ STOP_STRINGS = [";"]
 def check_predict_params(predict: dict) -> dict:
     number(predict, "batch_size", "predict", minimum=1, integer=True)
     number(predict, "max_new_tokens", "predict", minimum=1, integer=True)
-    boolean(predict, "merge_adapter", "predict")
+    boolean(predict, "dequantize", "predict")
+    number(predict, "num_candidates", "predict", minimum=1, integer=True)
     number(predict, "num_gpus", "predict", minimum=0, integer=True)
     if not isinstance(predict.get("answer_prefix"), str):
         raise ParamError(f"predict.answer_prefix = {predict.get('answer_prefix')!r}: must be a string "
@@ -28,21 +29,26 @@ def is_adapter(model_dir: Path) -> bool:
     return (Path(model_dir) / ADAPTER_CONFIG).is_file()
 
 
-def load_for_inference(model_dir: Path, base_dir: Path, quant: dict, *, merge_adapter: bool = False,
+def load_for_inference(model_dir: Path, base_dir: Path, quant: dict, *, dequantize: bool = False,
                        trust_remote_code: bool = False, device: str | None = None):
-    """The base model, or base + LoRA adapter; `merge_adapter` merges the adapter into the
-    dequantized base (see `load_dequantized_model`) for faster inference without bitsandbytes."""
+    """The base model, or base + LoRA adapter, quantized per `quant.*`.
+
+    `dequantize` runs on the quantized weights turned back into plain 16-bit layers, with the
+    adapter merged in (see `load_dequantized_model`): the same model without bitsandbytes' kernels
+    or PEFT's extra matmuls at every step, so generation is faster.
+    """
     from peft import PeftModel
 
     model_dir, base_dir = Path(model_dir), Path(base_dir)
+    load = {"trust_remote_code": trust_remote_code, "device": device}
     if not is_adapter(model_dir):
-        model = load_quantized_model(model_dir, quant, trust_remote_code=trust_remote_code, device=device)
+        model = (load_dequantized_model if dequantize else load_quantized_model)(model_dir, quant, **load)
         tokenizer = load_tokenizer(model_dir, trust_remote_code)
-    elif merge_adapter:
-        model = merged_model(model_dir, base_dir, quant, trust_remote_code=trust_remote_code, device=device)
+    elif dequantize:
+        model = merged_model(model_dir, base_dir, quant, **load)
         tokenizer = load_tokenizer(tokenizer_dir(model_dir, base_dir), trust_remote_code)
     else:
-        base = load_quantized_model(base_dir, quant, trust_remote_code=trust_remote_code, device=device)
+        base = load_quantized_model(base_dir, quant, **load)
         model = PeftModel.from_pretrained(base, str(model_dir))
         tokenizer = load_tokenizer(tokenizer_dir(model_dir, base_dir), trust_remote_code)
     model.eval()
@@ -66,39 +72,85 @@ def merged_model(adapter_dir: Path, base_dir: Path, quant: dict, *, trust_remote
 
 def generate(model, tokenizer, prompts: list[list[dict]], *, batch_size: int, max_new_tokens: int,
              answer_prefix: str = "", desc: str = "generating") -> list[str]:
-    """One greedy completion per chat prompt, in input order; batches hold prompts of similar length.
+    """One greedy completion per chat prompt, in input order (see `generate_candidates`)."""
+    return [c[0] for c in generate_candidates(model, tokenizer, prompts, batch_size=batch_size,
+                                              max_new_tokens=max_new_tokens, answer_prefix=answer_prefix,
+                                              desc=desc)]
 
-    `answer_prefix` starts the assistant's answer (e.g. "SELECT"), so that a chatty base model
-    writes SQL instead of prose; the returned texts include it.
+
+def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_size: int, max_new_tokens: int,
+                        answer_prefix: str = "", num_candidates: int = 1,
+                        desc: str = "generating") -> list[list[str]]:
+    """Completions per chat prompt, in input order: the greedy one, or with `num_candidates` > 1
+    the best `num_candidates` of a beam search, best first.
+
+    Batches hold prompts of similar length, longest first. `answer_prefix` starts the assistant's
+    answer (e.g. "SELECT"), so that a chatty base model writes SQL instead of prose; the returned
+    texts include it. A batch that runs out of GPU memory is split in two and retried, and later
+    batches keep the smaller size.
     """
-    import torch
-
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) + answer_prefix
              for p in prompts]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # longest first: memory errors show early
     tokenizer.padding_side = "left"
-    end_ids = chat_end_token_ids(tokenizer)
-    outputs: list[str] = [""] * len(texts)
-    device = next(model.parameters()).device
+    options = {"max_new_tokens": max_new_tokens, "eos_token_id": chat_end_token_ids(tokenizer),
+               "num_candidates": num_candidates}
+    outputs: list[list[str]] = [[] for _ in texts]
     bar = progress(total=len(texts), desc=desc, unit="q")
-    for start in range(0, len(order), batch_size):
+    start = 0
+    while start < len(order):
         batch = order[start:start + batch_size]
-        encoded = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(device)
-        with torch.inference_mode():
-            generated = model.generate(
-                **encoded, do_sample=False, max_new_tokens=max_new_tokens, use_cache=True,
-                eos_token_id=end_ids, pad_token_id=tokenizer.pad_token_id,
-                stop_strings=STOP_STRINGS, tokenizer=tokenizer,
-                temperature=None, top_p=None, top_k=None,
-            )
-        new_tokens = generated[:, encoded["input_ids"].shape[1]:]
-        for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
-            outputs[i] = answer_prefix + text
+        try:
+            generated = _generate_batch(model, tokenizer, [texts[i] for i in batch], **options)
+        except out_of_memory_errors():
+            if batch_size == 1:
+                raise
+            batch_size = max(1, len(batch) // 2)
+            _free_gpu_memory()
+            bar.write(f"{desc}: out of GPU memory with {len(batch)} prompts at once; going on with {batch_size}")
+            continue
+        for i, candidates in zip(batch, generated):
+            outputs[i] = [answer_prefix + text for text in candidates]
         bar.update(len(batch))
+        start += len(batch)
     bar.close()
     return outputs
+
+
+def _generate_batch(model, tokenizer, texts: list[str], *, max_new_tokens: int, eos_token_id: list[int],
+                    num_candidates: int) -> list[list[str]]:
+    import torch
+
+    device = next(model.parameters()).device
+    encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    search = {"num_beams": num_candidates, "num_return_sequences": num_candidates,
+              "early_stopping": True} if num_candidates > 1 else {}
+    with torch.inference_mode():
+        generated = model.generate(
+            **encoded, do_sample=False, max_new_tokens=max_new_tokens, use_cache=True,
+            eos_token_id=eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            stop_strings=STOP_STRINGS, tokenizer=tokenizer,
+            temperature=None, top_p=None, top_k=None, **search,
+        )
+    decoded = tokenizer.batch_decode(generated[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
+    return [decoded[i:i + num_candidates] for i in range(0, len(decoded), num_candidates)]
+
+
+def out_of_memory_errors() -> tuple[type[BaseException], ...]:
+    import torch
+
+    return (torch.cuda.OutOfMemoryError, MemoryError)
+
+
+def _free_gpu_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def degenerate_reason(generations: list[str]) -> str | None:
@@ -124,13 +176,14 @@ def prediction_devices(num_gpus: int) -> list[str]:
 
 
 def predict_on_devices(model_dir: Path, base_dir: Path, quant: dict, prompts: list[list[dict]],
-                       devices: list[str], *, merge_adapter: bool = False, trust_remote_code: bool = False,
-                       **generation) -> tuple[list[str], float, float]:
-    """Generations for all prompts, in order, with one process per device when there are several.
+                       devices: list[str], *, dequantize: bool = False, trust_remote_code: bool = False,
+                       **generation) -> tuple[list[list[str]], float, float]:
+    """Candidates for all prompts (see `generate_candidates`), in order, with one process per
+    device when there are several.
 
-    Returns the texts, the model-load seconds and the generation seconds (the slowest device's).
+    Returns the candidates, the model-load seconds and the generation seconds (the slowest device's).
     """
-    load = {"merge_adapter": merge_adapter, "trust_remote_code": trust_remote_code}
+    load = {"dequantize": dequantize, "trust_remote_code": trust_remote_code}
     if len(devices) == 1:
         return _predict_shard(model_dir, base_dir, quant, prompts, devices[0], load, generation)
     import multiprocessing
@@ -142,11 +195,11 @@ def predict_on_devices(model_dir: Path, base_dir: Path, quant: dict, prompts: li
                                device, load, {**generation, "desc": f"{generation.get('desc', '')} {device}"})
                    for shard, device in zip(shards, devices)]
         results = [future.result() for future in futures]
-    texts = [""] * len(prompts)
-    for shard, (shard_texts, _, _) in zip(shards, results):
-        for i, text in zip(shard, shard_texts):
-            texts[i] = text
-    return texts, max(r[1] for r in results), max(r[2] for r in results)
+    candidates: list[list[str]] = [[] for _ in prompts]
+    for shard, (shard_candidates, _, _) in zip(shards, results):
+        for i, texts in zip(shard, shard_candidates):
+            candidates[i] = texts
+    return candidates, max(r[1] for r in results), max(r[2] for r in results)
 
 
 def _predict_shard(model_dir, base_dir, quant, prompts, device, load, generation):
@@ -155,5 +208,5 @@ def _predict_shard(model_dir, base_dir, quant, prompts, device, load, generation
     started = time.perf_counter()
     model, tokenizer = load_for_inference(Path(model_dir), Path(base_dir), quant, device=device, **load)
     loaded = time.perf_counter()
-    texts = generate(model, tokenizer, prompts, **generation)
-    return texts, loaded - started, time.perf_counter() - loaded
+    candidates = generate_candidates(model, tokenizer, prompts, **generation)
+    return candidates, loaded - started, time.perf_counter() - loaded

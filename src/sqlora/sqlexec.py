@@ -246,3 +246,12 @@ def _cell_size(value) -> int:
 def _shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def first_runnable(sqls: list[str], database: ReadOnlyDatabase, timeout: float = 2.0) -> int:
+    """Execution-guided choice among a model's candidates, best first: the index of the first
+    that runs without error on the question's database, else 0 (the model's best)."""
+    for i, sql in enumerate(sqls):
+        if sql and database.run(sql, timeout=timeout).ok:
+            return i
+    return 0

@@ -154,6 +154,9 @@ def train_lora(model, tokenizer, rows: list[dict], train: dict, lora_cfg, checkp
 
     with PartialState().main_process_first():  # one process clears stale checkpoints, then all look
         resume_from = resumable_checkpoint(checkpoint_dir, run_fingerprint)
+    rows, too_long = fitting_rows(rows, tokenizer, train["max_length"])
+    if not rows:
+        raise SqloraError(f"every training example is longer than train.max_length = {train['max_length']} tokens")
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     config = SFTConfig(
         output_dir=str(checkpoint_dir),
@@ -204,8 +207,22 @@ def train_lora(model, tokenizer, rows: list[dict], train: dict, lora_cfg, checkp
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "resumed_from_step": resumed_from_step,
+        "examples": len(rows),
+        "skipped_too_long": too_long,
     }
     return {"trainer": trainer, "stats": stats}
+
+
+def fitting_rows(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
+    """The examples whose whole conversation fits in max_length tokens, and how many did not.
+
+    Truncation would cut the SQL, the only part trained on: a long schema would teach the model
+    to stop mid-query, or nothing at all. Such examples are left out instead.
+    """
+    kept = [row for row in rows
+            if len(tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True,
+                                                 return_dict=False)) <= max_length]
+    return kept, len(rows) - len(kept)
 
 
 def length_grouping(enabled: bool) -> dict:

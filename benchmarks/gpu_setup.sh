@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# On the GPU machine (no network; see ../shared/gpu/README.md and docs/RESULTS.md): copy the
+# project into a fresh git repository at $1 (default /root/work) whose params.yaml reads the
+# offline Spider zip and GGUF that unpack.sh left in /root.  Source benchmarks/gpu_env.sh first.
+set -euo pipefail
+work="${1:-/root/work}"
+command -v python >/dev/null || ln -sf "$(command -v python3)" /usr/local/bin/python
+rm -rf "$work" && mkdir -p "$work"
+cp -r dvc.yaml params.yaml pyproject.toml stages src benchmarks "$work"/ && cd "$work"
+sed -i -e "s#^  source: .*#  source: /root/spider_data.zip#" \
+       -e "s#^  name_or_path: .*#  name_or_path: $(ls /root/model/*.gguf)#" params.yaml
+git init -q && git add -A && git commit -qm "gpu run"
+python -m dvc init -q && git commit -qam "dvc init"
