@@ -1,7 +1,7 @@
 """Draw the README's figures from a run's metrics: the training loss curve and execution
 accuracy by hardness for the base and fine-tuned models.
 
-    python benchmarks/plot_results.py docs/results/h100-2026-11-28 --out docs/figures
+    python benchmarks/plot_results.py docs/results/h100x2-2026-11-28/default --out docs/figures
 (needs matplotlib: python -m pip install matplotlib)
 """
 

@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 STARTED = time.perf_counter()
+if sys.platform == "linux":
+    # fewer, growable GPU memory segments: new batch shapes then cost no fresh allocations
+    # (benchmarks/bench_kv_cache.py); set before torch starts CUDA
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 

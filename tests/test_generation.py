@@ -409,3 +409,27 @@ def test_dequantized_base_has_no_4bit_layers_and_answers_like_the_4bit_base(tiny
     options = {"batch_size": 3, "max_new_tokens": 4, "answer_prefix": "SELECT"}
     assert generate(plain, tokenizer, PROMPTS[:3], **options) == generate(four_bit, tokenizer, PROMPTS[:3], **options)
 
+
+
+@pytest.mark.parametrize("num_candidates", [1, 3])
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_static_cache_gives_what_the_growing_cache_gives(tiny_models, family, num_candidates):
+    """Generation allocates its KV cache once per batch; the tokens must equal transformers' default."""
+    from sqlora.generation import _generate_batch
+
+    model, tokenizer = load(tiny_models[family])
+    tokenizer.padding_side = "left"
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) + "SELECT"
+             for p in PROMPTS]
+    ends = chat_end_token_ids(tokenizer)
+    ours = _generate_batch(model, tokenizer, texts, max_new_tokens=12, eos_token_id=ends,
+                           num_candidates=num_candidates)
+    encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    search = {"num_beams": num_candidates, "num_return_sequences": num_candidates,
+              "early_stopping": True} if num_candidates > 1 else {}
+    with torch.inference_mode():
+        default = model.generate(**encoded, do_sample=False, max_new_tokens=12, eos_token_id=ends,
+                                 pad_token_id=tokenizer.pad_token_id, stop_strings=[";"], tokenizer=tokenizer,
+                                 **search)
+    decoded = tokenizer.batch_decode(default[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert [c for candidates in ours for c in candidates] == decoded

@@ -92,6 +92,9 @@ def test_repro_runs_every_stage_and_writes_metrics(pipeline_repo: Path):
     train = json.loads((pipeline_repo / "metrics/train.json").read_text())
     assert train["steps"] == 4 and train["tokens"] > 0 and train["trainable_params"] > 0
     assert train["final_loss"] == train["final_loss"]  # not NaN
+    # examples longer than train.max_length are left out, not truncated; most tiny ones fit
+    assert train["examples"] + train["skipped_too_long"] == data["train_examples"]
+    assert train["examples"] > train["skipped_too_long"]
     losses = (pipeline_repo / "metrics/train_loss.csv").read_text().splitlines()
     assert losses[0] == "step,loss,learning_rate" and len(losses) == 5
 
@@ -104,6 +107,9 @@ def test_repro_runs_every_stage_and_writes_metrics(pipeline_repo: Path):
     for variant in ("base", "finetuned"):
         predictions = (pipeline_repo / f"outputs/predictions/{variant}/pred.sql").read_text().splitlines()
         assert len(predictions) == 24
+        predict = json.loads((pipeline_repo / f"metrics/predict_{variant}.json").read_text())
+        assert predict["questions"] == 24 and predict["not_first_candidate"] == 0  # one candidate each
+        assert predict["stage_s"] >= predict["load_s"] + predict["generate_s"] - 0.05
     gold = (pipeline_repo / "data/prepared/dev_gold.sql").read_text().splitlines()
     assert len(gold) == 24 and all("\t" in line for line in gold)
     per_question = (pipeline_repo / "outputs/eval/per_question.jsonl").read_text().splitlines()

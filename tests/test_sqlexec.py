@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from eval_fixtures import concert_database, folder_digest
-from sqlora.sqlexec import ReadOnlyDatabase, statement_problem
+from sqlora.sqlexec import ReadOnlyDatabase, first_runnable, statement_problem
 
 
 @pytest.fixture
@@ -138,3 +138,62 @@ def test_non_ascii_and_bad_utf8(tmp_path):
         # invalid UTF-8 loses its bad bytes, like the reference's text factory
         assert database.run("SELECT x FROM t").rows == [("AB",), ("Zoë 東京",)]
         assert database.run("SELECT x FROM t WHERE x = 'Zoë 東京'").rows == [("Zoë 東京",)]
+
+
+# ---------------------------------------------------------------- execution-guided choice
+
+
+@pytest.mark.parametrize(
+    ("sqls", "expected"),
+    [
+        (["SELECT nope FROM x", "SELECT 1"], 1),
+        (["SELECT name FROM singer", "SELECT 1"], 0),
+        (["SELECT nope FROM x", "SELEC name FROM singer", "SELECT name FROM singer WHERE age > 50"], 2),
+        (["SELECT nope FROM x", "SELECT 1", "SELECT 2"], 1),  # the first that runs, not the last
+        (["SELECT nope FROM x", "SELEC 1"], 0),  # none runs: the model's best
+        (["", "SELECT 1"], 1),  # an empty answer is skipped
+        (["", "", "SELECT nope FROM x"], 0),
+        (["", ""], 0),
+        ([], 0),
+        (["DROP TABLE singer", "SELECT 1"], 1),  # refused counts as not running
+        (["SELECT * FROM singer a, singer b, singer c, singer d, singer e, singer f, singer g, "
+          "numbers n, numbers m", "SELECT 1"], 1),  # too many rows
+    ],
+)
+def test_first_runnable(db_dir, database, sqls, expected):
+    before = folder_digest(db_dir)
+    assert first_runnable(sqls, database) == expected
+    assert folder_digest(db_dir) == before
+
+
+def test_first_runnable_skips_a_candidate_that_times_out(database):
+    endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+    start = time.monotonic()
+    assert first_runnable([endless, "SELECT count(*) FROM singer"], database, timeout=0.2) == 1
+    assert time.monotonic() - start < 2.0
+
+
+def test_first_runnable_on_a_tiny_file(tmp_path):
+    path = tmp_path / "tiny.sqlite"
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE x (a INTEGER)")
+    connection.commit()
+    connection.close()
+    with ReadOnlyDatabase(path) as database:
+        assert first_runnable(["SELECT nope FROM x", "SELECT 1"], database) == 1
+        assert first_runnable(["SELECT nope FROM x", "SELECT b FROM x"], database) == 0
+        assert first_runnable(["", "SELECT a FROM x"], database) == 1
+
+
+def test_first_runnable_prefers_a_candidate_with_rows(tmp_path):
+    path = tmp_path / "tiny.sqlite"
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE x (a INTEGER)")
+    connection.execute("INSERT INTO x VALUES (1)")
+    connection.commit()
+    connection.close()
+    with ReadOnlyDatabase(path) as database:
+        empty, rows = "SELECT a FROM x WHERE a = 2", "SELECT a FROM x WHERE a = 1"
+        assert first_runnable(["SELECT nope FROM x", empty, rows], database) == 2
+        # with no candidate returning rows, the first that runs
+        assert first_runnable(["SELECT nope FROM x", empty, empty], database) == 1

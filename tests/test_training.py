@@ -26,7 +26,7 @@ from sqlora.modeling import (compute_dtype, load_quantized_model, load_tokenizer
                              lora_config)
 from sqlora.prompts import build_prompt  # noqa: E402
 from sqlora.training import (FINGERPRINT_FILE, check_train_params, fingerprint,  # noqa: E402
-                             resumable_checkpoint, train_lora)
+                             fitting_rows, resumable_checkpoint, train_lora)
 from tiny_model import build_tiny_model, smollm2_tokenizer  # noqa: E402
 
 torch.set_num_threads(1)
@@ -171,6 +171,7 @@ def test_train_lora(tiny_models, family, tmp_path):
     result = run_training(tiny_models[family], tmp_path, max_steps=3, logging_steps=1, save_steps=100)
     stats = result["stats"]
     assert stats["steps"] == 3 and stats["resumed_from_step"] == 0
+    assert stats["examples"] == len(ROWS) and stats["skipped_too_long"] == 0
     assert math.isfinite(stats["final_loss"]) and stats["final_loss"] > 0
     assert math.isfinite(stats["mean_loss"])
     assert stats["tokens"] > 0 and stats["trainable_params"] > 0
@@ -215,6 +216,63 @@ def test_train_lora(tiny_models, family, tmp_path):
         real = batch["attention_mask"][row].tolist()
         assert [lab for lab, keep in zip(labels, real) if keep] == example["labels"]
         assert all(lab == -100 for lab, keep in zip(labels, real) if not keep)
+
+
+# ---------------------------------------------------------------- examples too long
+
+def chat_length(tokenizer, row: dict) -> int:
+    return len(tokenizer(tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False),
+                         add_special_tokens=False)["input_ids"])
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_models):
+    return load_tokenizer(tiny_models["llama"])
+
+
+def test_fitting_rows_drops_and_counts_the_long_ones(tokenizer):
+    long_row = make_rows(1)[0]
+    long_row = {**long_row, "prompt": build_prompt(SCHEMA + ", extra text" * 100, "How many singers?")}
+    rows = [ROWS[0], long_row, ROWS[1], long_row, ROWS[2]]
+    assert chat_length(tokenizer, long_row) > 256 > max(chat_length(tokenizer, r) for r in ROWS[:3])
+    kept, skipped = fitting_rows(rows, tokenizer, 256)
+    assert kept == [ROWS[0], ROWS[1], ROWS[2]] and skipped == 2  # in their order, untouched
+
+
+def test_fitting_rows_counts_the_whole_chat(tokenizer):
+    """The limit is on prompt + completion with the chat template's tokens, inclusive."""
+    row = ROWS[0]
+    length = chat_length(tokenizer, row)
+    assert length > chat_length(tokenizer, {**row, "completion": []}) + 5  # the completion counts
+    assert fitting_rows([row], tokenizer, length) == ([row], 0)
+    assert fitting_rows([row], tokenizer, length - 1) == ([], 1)
+    assert fitting_rows([], tokenizer, 128) == ([], 0)
+
+
+def test_training_leaves_out_examples_longer_than_max_length(tiny_models, tmp_path, tokenizer):
+    """The kept examples are not truncated: each still ends with the end-of-turn token."""
+    lengths = sorted(chat_length(tokenizer, r) for r in ROWS)
+    limit = lengths[len(lengths) // 2]
+    fitting = sum(1 for n in lengths if n <= limit)
+    assert 0 < fitting < len(ROWS)
+    result = run_training(tiny_models["llama"], tmp_path, max_steps=1, max_length=limit, save_steps=100)
+    stats, trainer = result["stats"], result["trainer"]
+    assert stats["examples"] == fitting and stats["skipped_too_long"] == len(ROWS) - fitting
+    assert len(trainer.train_dataset) == fitting
+    end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for example in trainer.train_dataset:
+        assert len(example["input_ids"]) <= limit
+        assert end_id in example["labels"]  # the completion is whole
+
+
+def test_training_refuses_when_no_example_fits(tiny_models, tmp_path, monkeypatch):
+    def no_trainer(*args, **kwargs):
+        raise AssertionError("no trainer should be built")
+
+    monkeypatch.setattr(trl, "SFTTrainer", no_trainer)
+    with pytest.raises(SqloraError, match="max_length = 16"):
+        run_training(tiny_models["llama"], tmp_path, max_length=16)
+    assert not (tmp_path / "loss.csv").exists()
 
 
 # ---------------------------------------------------------------- divergence guard

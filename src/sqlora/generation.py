@@ -106,6 +106,8 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_si
         except out_of_memory_errors():
             if batch_size == 1:
                 raise
+            generated = None
+        if generated is None:  # out of memory: retry with half, once the failed batch's tensors are gone
             batch_size = max(1, len(batch) // 2)
             _free_gpu_memory()
             bar.write(f"{desc}: out of GPU memory with {len(batch)} prompts at once; going on with {batch_size}")
@@ -131,7 +133,11 @@ def _generate_batch(model, tokenizer, texts: list[str], *, max_new_tokens: int, 
             **encoded, do_sample=False, max_new_tokens=max_new_tokens, use_cache=True,
             eos_token_id=eos_token_id, pad_token_id=tokenizer.pad_token_id,
             stop_strings=STOP_STRINGS, tokenizer=tokenizer,
-            temperature=None, top_p=None, top_k=None, **search,
+            temperature=None, top_p=None, top_k=None,
+            # A cache allocated once per batch: the default one grows at every step, and on a GPU
+            # each new prompt length then costs seconds of allocator work (benchmarks/bench_kv_cache.py).
+            # Compiling it would cost more than it saves on one pass over the dev set.
+            cache_implementation="static", disable_compile=True, **search,
         )
     decoded = tokenizer.batch_decode(generated[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
     return [decoded[i:i + num_candidates] for i in range(0, len(decoded), num_candidates)]

@@ -249,9 +249,13 @@ def _shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
 
 
 def first_runnable(sqls: list[str], database: ReadOnlyDatabase, timeout: float = 2.0) -> int:
-    """Execution-guided choice among a model's candidates, best first: the index of the first
-    that runs without error on the question's database, else 0 (the model's best)."""
+    """Execution-guided choice among a model's candidates, best first: the index of the first that
+    runs without error and returns rows, else of the first that runs, else 0 (the model's best)."""
+    runs = []
     for i, sql in enumerate(sqls):
-        if sql and database.run(sql, timeout=timeout).ok:
+        outcome = database.run(sql, timeout=timeout) if sql else Outcome(error="empty prediction")
+        if outcome.ok and outcome.rows:
             return i
-    return 0
+        if outcome.ok:
+            runs.append(i)
+    return runs[0] if runs else 0

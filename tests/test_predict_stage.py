@@ -1,0 +1,176 @@
+"""The predict stage: execution-guided choice among candidates, and what it writes."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("SQLORA_PROGRESS", "0")
+
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from eval_fixtures import concert_database, folder_digest, make_database  # noqa: E402
+from sqlora.prompts import build_prompt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+QUANT16 = {"bits": 16, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+           "bnb_4bit_compute_dtype": "auto"}
+SCHEMA = "singer(id number, name text, country text, age number, note text)"
+
+
+def load_stage(name: str):
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def stage():
+    return load_stage("predict")
+
+
+@pytest.fixture
+def db_dir(tmp_path: Path) -> Path:
+    concert_database(tmp_path / "db")
+    make_database(tmp_path / "db" / "pets" / "pets.sqlite", "CREATE TABLE pet (id INTEGER, kind TEXT);")
+    return tmp_path / "db"
+
+
+def question(index: int, db_id: str = "concert", text: str = "How many singers?") -> dict:
+    return {"index": index, "db_id": db_id, "question": text, "prompt": build_prompt(SCHEMA, text)}
+
+
+# ---------------------------------------------------------------- choose
+
+def test_choose_keeps_the_first_candidate_that_runs_with_rows_on_its_database(stage, db_dir):
+    questions = [question(0), question(1), question(2, "pets"), question(3, "pets")]
+    candidates = [
+        ["SELECT nope FROM singer", "SELECT name FROM singer", "SELECT 1"],
+        ["SELECT count(*) FROM singer", "SELECT nope FROM singer", "SELECT 2"],
+        ["SELECT name FROM singer", "SELECT count(*) FROM pet", "SELECT 3"],  # singer is another db's table
+        ["SELECT nope", "SELEC kind FROM pet", "SELECT kind FROM nowhere"],  # none runs: the best
+    ]
+    before = folder_digest(db_dir)
+    assert stage.choose(questions, candidates, db_dir) == [1, 0, 1, 0]
+    assert folder_digest(db_dir) == before
+
+
+def test_choose_reads_the_sql_out_of_each_generation(stage, db_dir):
+    """Candidates are raw generations: their SQL is what runs (end tokens and prose cut off)."""
+    candidates = [["SELECT nope FROM singer;<|im_end|>",
+                   "SELECT name FROM singer WHERE age > 50;\nThis query lists the old singers.<|im_end|>"],
+                  ["Sorry, I cannot answer that.", "SELECT count(*) FROM singer"]]
+    assert stage.choose([question(0), question(1)], candidates, db_dir) == [1, 1]
+
+
+def test_choose_with_single_candidates_is_all_zeros_without_any_database(stage, tmp_path):
+    questions = [question(0), question(1, "pets")]
+    missing = tmp_path / "no_such_dir"
+    assert stage.choose(questions, [["SELECT nope"], ["SELECT 1"]], missing) == [0, 0]
+    assert stage.choose([], [], missing) == []
+    assert not missing.exists()
+
+
+def test_choose_gives_zero_where_the_database_is_missing(stage, db_dir):
+    questions = [question(0, "no_such_db"), question(1)]
+    candidates = [["SELECT nope", "SELECT 1"], ["SELECT nope", "SELECT 1"]]
+    assert stage.choose(questions, candidates, db_dir) == [0, 1]
+    assert stage.choose(questions, candidates, db_dir / "missing") == [0, 0]
+
+
+def test_choose_with_mixed_candidate_counts(stage, db_dir):
+    assert stage.choose([question(0), question(1)], [["SELECT nope"], ["SELECT nope", "SELECT 1"]],
+                        db_dir) == [0, 1]
+
+
+# ---------------------------------------------------------------- the stage
+
+def write_inputs(tmp_path: Path, questions: list[dict], quant=QUANT16, **predict) -> Path:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["quant"] = quant
+    params["predict"].update(predict)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    with (tmp_path / "dev.jsonl").open("w", encoding="utf-8") as f:
+        for q in questions:
+            f.write(json.dumps(q) + "\n")
+    (tmp_path / "model").mkdir(exist_ok=True)
+    return tmp_path
+
+
+def run_main(stage, monkeypatch, work: Path, db_dir: Path) -> tuple[list[str], list[dict], dict]:
+    monkeypatch.setattr(sys, "argv", [
+        "predict.py", "--model", str(work / "model"), "--base", str(work / "model"),
+        "--dev", str(work / "dev.jsonl"), "--db", str(db_dir), "--out", str(work / "out"),
+        "--metrics", str(work / "metrics.json"), "--params", str(work / "params.yaml")])
+    stage.main()
+    pred = (work / "out" / "pred.sql").read_text(encoding="utf-8").splitlines()
+    generations = [json.loads(line) for line in
+                   (work / "out" / "generations.jsonl").read_text(encoding="utf-8").splitlines()]
+    return pred, generations, json.loads((work / "metrics.json").read_text())
+
+
+def test_stage_writes_the_chosen_candidates(stage, db_dir, tmp_path, monkeypatch):
+    questions = [question(7), question(3, "pets"), question(5)]
+    candidates = [["SELECT nope FROM singer;", "SELECT name FROM singer;<|im_end|>"],
+                  ["SELECT count(*) FROM pet", "SELECT 1"],
+                  ["SELECT x FROM nowhere", "SELECT nope"]]
+    seen = {}
+
+    def fake_predict(model_dir, base_dir, quant, prompts, devices, **options):
+        seen.update(options, prompts=prompts)
+        return candidates, 0.5, 2.0
+
+    monkeypatch.setattr(stage, "predict_on_devices", fake_predict)
+    work = write_inputs(tmp_path, questions, num_candidates=2, dequantize=False)
+    pred, generations, metrics = run_main(stage, monkeypatch, work, db_dir)
+
+    assert seen["num_candidates"] == 2 and seen["dequantize"] is False
+    assert seen["prompts"] == [q["prompt"] for q in questions]
+    assert pred == ["SELECT name FROM singer", "SELECT count(*) FROM pet", "SELECT x FROM nowhere"]
+    assert [g["index"] for g in generations] == [7, 3, 5]
+    assert [g["candidate"] for g in generations] == [1, 0, 0]
+    assert [g["candidates"] for g in generations] == candidates
+    assert [g["generation"] for g in generations] == [c[g["candidate"]] for c, g in zip(candidates, generations)]
+    assert [g["sql"] for g in generations] == pred
+    assert metrics["not_first_candidate"] == 1 and metrics["questions"] == 3
+    assert metrics["load_s"] == 0.5 and metrics["generate_s"] == 2.0
+    assert metrics["stage_s"] >= 0 and metrics["empty_predictions"] == 0
+
+
+def test_stage_with_one_candidate_writes_no_candidate_fields(stage, tmp_path, monkeypatch):
+    questions = [question(0), question(1)]
+    monkeypatch.setattr(stage, "predict_on_devices",
+                        lambda *args, **options: ([["SELECT 1"], ["no sql here"]], 0.1, 0.2))
+    work = write_inputs(tmp_path, questions, num_candidates=1)
+    pred, generations, metrics = run_main(stage, monkeypatch, work, tmp_path / "no_db")  # never opened
+    assert pred == ["SELECT 1", ""]
+    assert all("candidate" not in g and "candidates" not in g for g in generations)
+    assert metrics["not_first_candidate"] == 0 and metrics["empty_predictions"] == 1
+
+
+def test_stage_with_beam_search_on_a_tiny_model(stage, db_dir, tmp_path, monkeypatch):
+    from tiny_model import build_tiny_model
+
+    questions = [question(0), question(1, "pets", "Which kinds of pets?"), question(2, text="Names?")]
+    work = write_inputs(tmp_path, questions, quant={**QUANT16, "bits": 4}, num_candidates=3, dequantize=True,
+                        max_new_tokens=4, batch_size=2, answer_prefix="SELECT")
+    build_tiny_model(work / "model")
+    pred, generations, metrics = run_main(stage, monkeypatch, work, db_dir)
+    assert len(pred) == 3 and metrics["questions"] == 3 and metrics["devices"] >= 1
+    for g in generations:
+        assert len(g["candidates"]) == 3 and all(c.startswith("SELECT") for c in g["candidates"])
+        assert 0 <= g["candidate"] < 3 and g["generation"] == g["candidates"][g["candidate"]]
+    assert metrics["not_first_candidate"] == sum(1 for g in generations if g["candidate"])
+
+
+def test_stage_asks_for_growable_gpu_memory_segments_on_linux(stage):
+    if sys.platform == "linux":
+        assert "expandable_segments" in os.environ["PYTORCH_CUDA_ALLOC_CONF"]
