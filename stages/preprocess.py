@@ -2,7 +2,8 @@
 
 Writes train.jsonl (prompt-completion records), dev.jsonl and dev_gold.sql (same order), and
 metrics/data.json with the counts. Dev questions whose database file is missing are skipped
-and counted; they could not be evaluated.
+and counted; they could not be evaluated. With data.value_hints, each prompt also lists the
+database values its question names (sqlora.values).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from sqlora.errors import run_stage  # noqa: E402
-from sqlora.params import choice, load_section, number  # noqa: E402
+from sqlora.params import boolean, choice, load_section, number  # noqa: E402
 from sqlora.prompts import dev_record, training_record  # noqa: E402
 from sqlora.schema import FORMATS, load_schemas, serialize_schema  # noqa: E402
 from sqlora.spider import database_file, load_examples  # noqa: E402
+from sqlora.values import HINTS_HEADER, QuestionHints  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,20 +39,24 @@ def main() -> None:
     schema_format = choice(data, "schema_format", FORMATS, "data")
     train_limit = number(data, "train_limit", "data", minimum=0, integer=True)
     dev_limit = number(data, "dev_limit", "data", minimum=0, integer=True)
+    value_hints = boolean(data, "value_hints", "data")
 
     schemas = load_schemas(args.spider / "tables.json")
     schema_texts = {db_id: serialize_schema(db, schema_format) for db_id, db in schemas.items()}
+    hints = QuestionHints(lambda db_id: database_file(args.spider, db_id), schemas) if value_hints else None
+
+    def schema_for(example: dict) -> str:
+        text = schema_texts[example["db_id"]]
+        return text + hints.text(example["db_id"], example["question"]) if hints else text
 
     train, train_unknown = partition(load_examples(args.spider / "train_spider.json"),
                                      lambda example: example["db_id"] in schema_texts)
-    train_records = [training_record(example, schema_texts[example["db_id"]])
-                     for example in first(train, train_limit)]
+    train_records = [training_record(example, schema_for(example)) for example in first(train, train_limit)]
 
     dev, dev_unknown = partition(load_examples(args.spider / "dev.json"),
                                  lambda example: example["db_id"] in schema_texts)
     dev, dev_missing = partition(dev, lambda example: database_file(args.spider, example["db_id"]).is_file())
-    dev_records = [dev_record(i, example, schema_texts[example["db_id"]])
-                   for i, example in enumerate(first(dev, dev_limit))]
+    dev_records = [dev_record(i, example, schema_for(example)) for i, example in enumerate(first(dev, dev_limit))]
 
     args.out.mkdir(parents=True, exist_ok=True)
     write_jsonl(args.out / "train.jsonl", train_records)
@@ -62,9 +68,11 @@ def main() -> None:
         "dev_questions": len(dev_records),
         "dev_skipped_missing_db": len(dev_missing),
         "dev_skipped_unknown_db": len(dev_unknown),
+        "train_with_value_hints": sum(1 for r in train_records if HINTS_HEADER in r["prompt"][-1]["content"]),
+        "dev_with_value_hints": sum(1 for r in dev_records if HINTS_HEADER in r["prompt"][-1]["content"]),
     })
 
-    print(f"schema format: {schema_format}")
+    print(f"schema format: {schema_format}" + (", with value hints" if value_hints else ""))
     print(f"train: {len(train_records)} examples{skipped(train_unknown, 'db_id not in tables.json')}")
     print(f"dev: {len(dev_records)} questions{skipped(dev_missing, 'database file missing')}"
           f"{skipped(dev_unknown, 'db_id not in tables.json')}")

@@ -25,7 +25,7 @@ def preprocess(tiny_spider, tmp_path, run_script):
     project.mkdir()
 
     def run(**overrides):
-        data = {"source": "unused", "sha256": "", "schema_format": "compact",
+        data = {"source": "unused", "sha256": "", "schema_format": "compact", "value_hints": False,
                 "train_limit": 0, "dev_limit": 0, **overrides}
         (project / "params.yaml").write_text(yaml.safe_dump({"data": data}), encoding="utf-8")
         result = run_script(STAGE, "--spider", tiny_spider, "--out", "data/prepared",
@@ -83,7 +83,7 @@ def test_outputs(preprocess):
     metrics = json.loads((out.parents[1] / "metrics" / "data.json").read_text(encoding="utf-8"))
     assert metrics == {"train_examples": len(KNOWN_TRAIN), "train_skipped_unknown_db": 1,
                        "dev_questions": len(KNOWN_DEV), "dev_skipped_missing_db": 2,
-                       "dev_skipped_unknown_db": 0}
+                       "dev_skipped_unknown_db": 0, "train_with_value_hints": 0, "dev_with_value_hints": 0}
 
 
 def test_limits_take_the_first_questions(preprocess):
@@ -119,6 +119,7 @@ def test_gold_and_completion_are_one_line(preprocess, tiny_spider):
     ({"schema_format": "yaml"}, "data.schema_format = 'yaml': allowed values are 'compact', 'ddl', 'names'"),
     ({"train_limit": -1}, "data.train_limit = -1: must be an integer >= 0"),
     ({"dev_limit": "all"}, "data.dev_limit = 'all': must be an integer"),
+    ({"value_hints": "yes"}, "data.value_hints = 'yes': allowed values are true, false"),
 ])
 def test_bad_params(preprocess, overrides, expected):
     assert one_error_line(preprocess(**overrides)[0]) == f"error: {expected}"
@@ -128,3 +129,23 @@ def test_missing_train_file(preprocess, tiny_spider):
     (tiny_spider / "train_spider.json").unlink()
     line = one_error_line(preprocess()[0])
     assert "train_spider.json not found" in line
+
+
+def test_value_hints_name_the_values_a_question_mentions(preprocess):
+    result, out = preprocess(value_hints=True)
+    assert result.returncode == 0, result.stderr
+    dev = read_jsonl(out / "dev.jsonl")
+    train = read_jsonl(out / "train.jsonl")
+    metrics = json.loads((out.parent.parent / "metrics" / "data.json").read_text())
+    with_hints = [r for r in dev + train if "-- values in the question:" in r["prompt"][-1]["content"]]
+    assert with_hints and metrics["dev_with_value_hints"] + metrics["train_with_value_hints"] == len(with_hints)
+    for record in dev + train:
+        user = record["prompt"][-1]["content"]
+        assert user.startswith("Database schema:\n") and user.endswith("\nSQL:")
+
+
+def test_no_value_hints_by_default(preprocess):
+    result, out = preprocess()
+    assert result.returncode == 0, result.stderr
+    assert not any("-- values in the question:" in r["prompt"][-1]["content"]
+                   for r in read_jsonl(out / "dev.jsonl") + read_jsonl(out / "train.jsonl"))
