@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny Spider release (see tiny_spider.py) and running a stage script."""
+"""Shared fixtures: a tiny Spider release (see tiny_spider.py), tiny random models (see
+tiny_model.py) and running a stage script."""
 
 from __future__ import annotations
 
@@ -35,3 +36,15 @@ def run_script():
         return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, env=env,
                               capture_output=True, text=True, timeout=timeout)
     return run
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random llama and qwen2-style model folders, built once a module (the GGUF tokenizer is slow)."""
+    from sqlora.modeling import load_tokenizer
+    from tiny_model import build_tiny_model, smollm2_tokenizer
+
+    root = tmp_path_factory.mktemp("tiny")
+    llama = build_tiny_model(root / "llama", "llama", tokenizer=smollm2_tokenizer())
+    qwen2 = build_tiny_model(root / "qwen2", "qwen2", tokenizer=load_tokenizer(llama))
+    return {"llama": llama, "qwen2": qwen2}

@@ -20,7 +20,6 @@ from sqlora.generation import (check_predict_params, degenerate_reason, generate
 from sqlora.modeling import (chat_end_token_ids, load_quantized_model, load_tokenizer,  # noqa: E402
                              lora_config)
 from sqlora.prompts import build_prompt  # noqa: E402
-from tiny_model import build_tiny_model, smollm2_tokenizer  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -32,14 +31,6 @@ PREDICT = {"batch_size": 8, "max_new_tokens": 160, "dequantize": True, "num_cand
 SCHEMA = "singer(singer_id number, name text, country text, age number)"
 # lengths chosen so that longest-first batches do not follow the input order
 PROMPTS = [build_prompt(SCHEMA, "How many singers?" + " Really." * n) for n in (1, 30, 5, 60, 0, 12)]
-
-
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny")
-    llama = build_tiny_model(root / "llama", "llama", tokenizer=smollm2_tokenizer())
-    qwen2 = build_tiny_model(root / "qwen2", "qwen2", tokenizer=load_tokenizer(llama))
-    return {"llama": llama, "qwen2": qwen2}
 
 
 def load(model_dir: Path, quant=QUANT16):

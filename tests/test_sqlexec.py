@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eval_fixtures import concert_database, folder_digest
+from eval_fixtures import concert_database, folder_digest, make_database
 from sqlora.sqlexec import ReadOnlyDatabase, first_runnable, statement_problem
 
 
@@ -128,12 +128,10 @@ def test_syntax_errors_and_long_lines(database):
 
 
 def test_non_ascii_and_bad_utf8(tmp_path):
-    path = tmp_path / "bad.sqlite"
-    connection = sqlite3.connect(path)
-    connection.execute("CREATE TABLE t (x TEXT)")
-    connection.execute("INSERT INTO t VALUES (CAST(X'41FF42' AS TEXT)), ('Zoë 東京')")
-    connection.commit()
-    connection.close()
+    path = make_database(tmp_path / "bad.sqlite", """
+        CREATE TABLE t (x TEXT);
+        INSERT INTO t VALUES (CAST(X'41FF42' AS TEXT)), ('Zoë 東京');
+    """)
     with ReadOnlyDatabase(path) as database:
         # invalid UTF-8 loses its bad bytes, like the reference's text factory
         assert database.run("SELECT x FROM t").rows == [("AB",), ("Zoë 東京",)]
@@ -174,11 +172,7 @@ def test_first_runnable_skips_a_candidate_that_times_out(database):
 
 
 def test_first_runnable_on_a_tiny_file(tmp_path):
-    path = tmp_path / "tiny.sqlite"
-    connection = sqlite3.connect(path)
-    connection.execute("CREATE TABLE x (a INTEGER)")
-    connection.commit()
-    connection.close()
+    path = make_database(tmp_path / "tiny.sqlite", "CREATE TABLE x (a INTEGER);")
     with ReadOnlyDatabase(path) as database:
         assert first_runnable(["SELECT nope FROM x", "SELECT 1"], database) == 1
         assert first_runnable(["SELECT nope FROM x", "SELECT b FROM x"], database) == 0
@@ -186,12 +180,7 @@ def test_first_runnable_on_a_tiny_file(tmp_path):
 
 
 def test_first_runnable_prefers_a_candidate_with_rows(tmp_path):
-    path = tmp_path / "tiny.sqlite"
-    connection = sqlite3.connect(path)
-    connection.execute("CREATE TABLE x (a INTEGER)")
-    connection.execute("INSERT INTO x VALUES (1)")
-    connection.commit()
-    connection.close()
+    path = make_database(tmp_path / "tiny.sqlite", "CREATE TABLE x (a INTEGER); INSERT INTO x VALUES (1);")
     with ReadOnlyDatabase(path) as database:
         empty, rows = "SELECT a FROM x WHERE a = 2", "SELECT a FROM x WHERE a = 1"
         assert first_runnable(["SELECT nope FROM x", empty, rows], database) == 2

@@ -27,7 +27,6 @@ from sqlora.modeling import (compute_dtype, load_quantized_model, load_tokenizer
 from sqlora.prompts import build_prompt  # noqa: E402
 from sqlora.training import (FINGERPRINT_FILE, check_train_params, fingerprint,  # noqa: E402
                              fitting_rows, resumable_checkpoint, train_lora)
-from tiny_model import build_tiny_model, smollm2_tokenizer  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -54,15 +53,6 @@ def make_rows(n: int = 16) -> list[dict]:
 
 
 ROWS = make_rows()
-
-
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """Tiny random llama and qwen2-style model folders, built once (the GGUF tokenizer is slow)."""
-    root = tmp_path_factory.mktemp("tiny")
-    llama = build_tiny_model(root / "llama", "llama", tokenizer=smollm2_tokenizer())
-    qwen2 = build_tiny_model(root / "qwen2", "qwen2", tokenizer=load_tokenizer(llama))
-    return {"llama": llama, "qwen2": qwen2}
 
 
 def run_training(model_dir: Path, out: Path, *, run_id: str = "run", rows=ROWS, **overrides) -> dict:

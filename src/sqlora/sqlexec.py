@@ -253,7 +253,7 @@ def first_runnable(sqls: list[str], database: ReadOnlyDatabase, timeout: float =
     runs without error and returns rows, else of the first that runs, else 0 (the model's best)."""
     runs = []
     for i, sql in enumerate(sqls):
-        outcome = database.run(sql, timeout=timeout) if sql else Outcome(error="empty prediction")
+        outcome = database.run(sql, timeout=timeout)  # an empty answer is refused before SQLite sees it
         if outcome.ok and outcome.rows:
             return i
         if outcome.ok:
