@@ -1,7 +1,9 @@
 """Draw the README's figures from a run's metrics: the training loss curve and execution
 accuracy by hardness for the base and fine-tuned models.
 
-    python benchmarks/plot_results.py docs/results/h100x2-2026-11-28/default --out docs/figures
+    python benchmarks/plot_results.py docs/results/h200x2-2026-11-28/default --out docs/figures
+    python benchmarks/plot_results.py --sweep docs/results/h200x2-2026-11-28 --out docs/figures
+(--sweep: one bar per experiment folder, its fine-tuned strict score on all questions)
 (needs matplotlib: python -m pip install matplotlib)
 """
 
@@ -17,7 +19,8 @@ LEVELS = ("easy", "medium", "hard", "extra", "all")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("metrics", type=Path, help="folder with eval.json and train_loss.csv")
+    parser.add_argument("metrics", type=Path, nargs="?", help="folder with eval.json and train_loss.csv")
+    parser.add_argument("--sweep", type=Path, help="folder of experiment folders, each with eval.json")
     parser.add_argument("--out", type=Path, default=Path("docs/figures"))
     args = parser.parse_args()
     try:
@@ -27,8 +30,31 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if not (args.metrics or args.sweep):
+        parser.error("give a run's metrics folder, --sweep FOLDER, or both")
     args.out.mkdir(parents=True, exist_ok=True)
-    scores = json.loads((args.metrics / "eval.json").read_text())
+    if args.sweep:
+        plot_sweep(plt, args.sweep, args.out / "sweep.png")
+    if args.metrics:
+        plot_run(plt, args.metrics, args.out)
+
+
+def plot_sweep(plt, sweep: Path, out: Path) -> None:
+    runs = sorted((json.loads(f.read_text())["finetuned_exec_all"], f.parent.name)
+                  for f in sweep.glob("*/eval.json"))
+    figure, axes = plt.subplots(figsize=(6.4, 0.35 * len(runs) + 0.9))
+    bars = axes.barh([name for _, name in runs], [score for score, _ in runs], color="tab:orange")
+    axes.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
+    axes.set_xlim(0, max(score for score, _ in runs) * 1.15)
+    axes.set_xlabel("fine-tuned execution accuracy (strict, all)")
+    axes.set_title(f"Experiments in {sweep.name}")
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+    print(f"wrote {out}")
+
+
+def plot_run(plt, metrics: Path, out: Path) -> None:
+    scores = json.loads((metrics / "eval.json").read_text())
     figure, axes = plt.subplots(figsize=(6.4, 3.2))
     width = 0.38
     for shift, model in ((-width / 2, "base"), (width / 2, "finetuned")):
@@ -41,9 +67,9 @@ def main() -> None:
     axes.legend(frameon=False)
     axes.set_title("Spider dev, by hardness")
     figure.tight_layout()
-    figure.savefig(args.out / "accuracy_by_hardness.png", dpi=120)
+    figure.savefig(out / "accuracy_by_hardness.png", dpi=120)
 
-    with (args.metrics / "train_loss.csv").open(newline="") as f:
+    with (metrics / "train_loss.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     figure, axes = plt.subplots(figsize=(6.4, 3.0))
     axes.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows])
@@ -51,8 +77,8 @@ def main() -> None:
     axes.set_ylabel("training loss (SQL tokens)")
     axes.set_title("QLoRA fine-tuning loss")
     figure.tight_layout()
-    figure.savefig(args.out / "train_loss.png", dpi=120)
-    print(f"wrote {args.out / 'accuracy_by_hardness.png'} and {args.out / 'train_loss.png'}")
+    figure.savefig(out / "train_loss.png", dpi=120)
+    print(f"wrote {out / 'accuracy_by_hardness.png'} and {out / 'train_loss.png'}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Score a prediction run's beam candidates three ways: the beam's best alone, the candidate the
-run kept, and the candidate the current `stages/predict.py` would keep (execution-guided choice).
+"""Score a prediction run's beam candidates several ways: the beam's best alone, the candidate the
+run kept, the candidate the current `stages/predict.py` would keep (execution-guided choice), a vote
+over the candidates' results, and the ceiling (a question counts when any candidate is right).
 It reads generations.jsonl from a run with predict.num_candidates > 1; no model, no GPU.
 
     python benchmarks/rescore_candidates.py outputs/predictions/finetuned/generations.jsonl
@@ -12,12 +13,13 @@ import importlib.util
 import json
 import sys
 import tempfile
+from collections import Counter, defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from sqlora.evaluate import evaluate  # noqa: E402
+from sqlora.evaluate import ORDER_BY, DatabaseCache, database_files, evaluate, score  # noqa: E402
 from sqlora.prompts import extract_sql  # noqa: E402
 
 HARDNESS = ("easy", "medium", "hard", "extra", "all")
@@ -28,6 +30,40 @@ def predict_stage():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def vote(sqls: list[str], database) -> int:
+    """Self-consistency: group the candidates that run by their result (row order counts only
+    under ORDER BY), prefer groups with rows, then the largest, then the best-ranked."""
+    groups = defaultdict(list)
+    for i, sql in enumerate(sqls):
+        outcome = database.run(sql, timeout=2.0)
+        if outcome.ok:
+            rows = tuple(outcome.rows) if ORDER_BY.search(sql) else tuple(sorted(Counter(outcome.rows).items(), key=repr))
+            groups[(len(outcome.rows) > 0, outcome.columns, rows)].append(i)
+    if not groups:
+        return 0
+    return min(groups.items(), key=lambda item: (not item[0][0], -len(item[1]), item[1][0]))[1][0]
+
+
+def voted(records: list[dict], candidates: list[list[str]], db_dir: Path) -> list[int]:
+    chosen = []
+    with DatabaseCache() as databases:
+        for record, texts in zip(records, candidates):
+            files = database_files(db_dir, record["db_id"])
+            chosen.append(vote([extract_sql(t) for t in texts], databases.get(files[0])) if files else 0)
+    return chosen
+
+
+def ceiling(gold: Path, candidates: list[list[str]], db_dir: Path) -> dict:
+    """Scores when a question counts as right if any of its candidates is."""
+    gold_lines = [line for line in gold.read_text(encoding="utf-8").splitlines() if line.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        every_gold, every_pred = Path(tmp) / "gold.sql", Path(tmp) / "pred.sql"
+        every_gold.write_text("".join(g + "\n" for g, c in zip(gold_lines, candidates) for _ in c), encoding="utf-8")
+        every_pred.write_text("".join(extract_sql(t) + "\n" for c in candidates for t in c), encoding="utf-8")
+        verdicts = iter(evaluate(every_gold, every_pred, db_dir).per_question)
+    return score([max((next(verdicts) for _ in c), key=lambda v: v["exec"]) for c in candidates])
 
 
 def main() -> None:
@@ -46,6 +82,7 @@ def main() -> None:
         "beam's best": [extract_sql(c[0]) for c in candidates],
         "kept by the run": [r["sql"] for r in records],
         "kept by the current code": [extract_sql(c[i]) for c, i in zip(candidates, chosen)],
+        "vote over results": [extract_sql(c[i]) for c, i in zip(candidates, voted(records, candidates, args.db))],
     }
     print("| candidate | " + " | ".join(HARDNESS) + " |")
     print("|---|" + "---|" * len(HARDNESS))
@@ -55,6 +92,8 @@ def main() -> None:
             pred.write_text("".join(sql + "\n" for sql in sqls), encoding="utf-8")
             scores = evaluate(args.gold, pred, args.db).scores
             print(f"| {name} | " + " | ".join(f"{scores[h]['exec']:.4f}" for h in HARDNESS) + " |", flush=True)
+    scores = ceiling(args.gold, candidates, args.db)
+    print("| any candidate right (ceiling) | " + " | ".join(f"{scores[h]['exec']:.4f}" for h in HARDNESS) + " |")
 
 
 if __name__ == "__main__":

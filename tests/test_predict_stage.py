@@ -91,6 +91,20 @@ def test_choose_with_mixed_candidate_counts(stage, db_dir):
                         db_dir) == [0, 1]
 
 
+def test_rescore_vote_keeps_the_largest_group_of_equal_results_preferring_rows(db_dir):
+    spec = importlib.util.spec_from_file_location("rescore", ROOT / "benchmarks" / "rescore_candidates.py")
+    rescore = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rescore)
+    records = [{"db_id": "concert"}] * 3 + [{"db_id": "missing"}]
+    candidates = [
+        ["SELECT 1", "SELECT count(*) FROM singer", "SELECT count(id) FROM singer"],  # 2 agree
+        ["SELECT name FROM singer WHERE 0", "SELECT nope", "SELECT 7"],  # rows beat no rows
+        ["SELECT nope", "SELECT name FROM singer WHERE 0"],  # runs, even without rows
+        ["SELECT 1", "SELECT 2"],
+    ]
+    assert rescore.voted(records, candidates, db_dir) == [1, 2, 1, 0]
+
+
 # ---------------------------------------------------------------- the stage
 
 def write_inputs(tmp_path: Path, questions: list[dict], quant=QUANT16, **predict) -> Path:
