@@ -5,6 +5,8 @@
 set -euo pipefail
 work="${1:-/root/work}"
 command -v python >/dev/null || ln -sf "$(command -v python3)" /usr/local/bin/python
+# unpack.sh installs the carried wheels with --no-compile; pip compiles them on a user's machine
+[ -d /root/site ] && python -m compileall -q -j 0 /root/site >/dev/null 2>&1 || true
 rm -rf "$work" && mkdir -p "$work"
 cp -r dvc.yaml params.yaml pyproject.toml stages src benchmarks "$work"/ && cd "$work"
 sed -i -e "s#^  source: .*#  source: /root/spider_data.zip#" \

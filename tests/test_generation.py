@@ -8,6 +8,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("SQLORA_PROGRESS", "0")
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -424,3 +426,14 @@ def test_static_cache_gives_what_the_growing_cache_gives(tiny_models, family, nu
                                  **search)
     decoded = tokenizer.batch_decode(default[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
     assert [c for candidates in ours for c in candidates] == decoded
+
+
+def test_quiet_library_bars_does_not_import_datasets_yet_silences_it():
+    """Under DVC (no terminal) the bars go quiet without the predict stage paying for datasets."""
+    code = ("import sys; from sqlora.progress import quiet_library_bars; quiet_library_bars(); "
+            "assert 'datasets' not in sys.modules, 'datasets was imported'; "
+            "from datasets.utils import are_progress_bars_disabled; assert are_progress_bars_disabled()")
+    env = {k: v for k, v in os.environ.items() if k != "HF_DATASETS_DISABLE_PROGRESS_BARS"}
+    env.update(SQLORA_PROGRESS="0", PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

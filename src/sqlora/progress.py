@@ -29,8 +29,8 @@ def quiet_library_bars() -> None:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
-    try:
-        import datasets
-    except ImportError:
-        return
-    datasets.disable_progress_bars()
+    # datasets reads HF_DATASETS_DISABLE_PROGRESS_BARS when it is imported; importing it here just
+    # for this would cost the predict stage half a second (pandas, pyarrow)
+    datasets = sys.modules.get("datasets")
+    if datasets is not None:
+        datasets.disable_progress_bars()
