@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from sqlora.evaluate import ORDER_BY, DatabaseCache, database_files, evaluate, score  # noqa: E402
+from sqlora.evaluate import ORDER_BY, evaluate, score  # noqa: E402
 from sqlora.prompts import extract_sql  # noqa: E402
 
 HARDNESS = ("easy", "medium", "hard", "extra", "all")
@@ -46,15 +46,6 @@ def vote(sqls: list[str], database) -> int:
     return min(groups.items(), key=lambda item: (not item[0][0], -len(item[1]), item[1][0]))[1][0]
 
 
-def voted(records: list[dict], candidates: list[list[str]], db_dir: Path) -> list[int]:
-    chosen = []
-    with DatabaseCache() as databases:
-        for record, texts in zip(records, candidates):
-            files = database_files(db_dir, record["db_id"])
-            chosen.append(vote([extract_sql(t) for t in texts], databases.get(files[0])) if files else 0)
-    return chosen
-
-
 def ceiling(gold: Path, candidates: list[list[str]], db_dir: Path) -> dict:
     """Scores when a question counts as right if any of its candidates is."""
     gold_lines = [line for line in gold.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -77,12 +68,13 @@ def main() -> None:
     if not all("candidates" in r for r in records):
         sys.exit(f"{args.generations}: no candidates (a run with predict.num_candidates > 1 writes them)")
     candidates = [r["candidates"] for r in records]
-    chosen = predict_stage().choose(records, candidates, args.db)
+    stage = predict_stage()
+    chosen = stage.choose(records, candidates, args.db)
     rules = {
         "beam's best": [extract_sql(c[0]) for c in candidates],
         "kept by the run": [r["sql"] for r in records],
         "kept by the current code": [extract_sql(c[i]) for c, i in zip(candidates, chosen)],
-        "vote over results": [extract_sql(c[i]) for c, i in zip(candidates, voted(records, candidates, args.db))],
+        "vote over results": [extract_sql(c[i]) for c, i in zip(candidates, stage.choose(records, candidates, args.db, rule=vote))],
     }
     print("| candidate | " + " | ".join(HARDNESS) + " |")
     print("|---|" + "---|" * len(HARDNESS))

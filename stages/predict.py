@@ -29,15 +29,16 @@ from sqlora.prompts import extract_sql  # noqa: E402
 from sqlora.sqlexec import first_runnable  # noqa: E402
 
 
-def choose(questions: list[dict], candidates: list[list[str]], db_dir: Path) -> list[int]:
-    """For each question, the index of the candidate to keep (see the module's docstring)."""
+def choose(questions: list[dict], candidates: list[list[str]], db_dir: Path, rule=first_runnable) -> list[int]:
+    """For each question, the index of the candidate to keep (see the module's docstring); `rule`
+    picks among one question's SQL candidates, given its database."""
     if all(len(c) <= 1 for c in candidates):
         return [0] * len(questions)
     chosen = []
     with DatabaseCache() as databases:
         for question, sqls in zip(questions, candidates):
             files = database_files(db_dir, question["db_id"])
-            chosen.append(first_runnable([extract_sql(t) for t in sqls], databases.get(files[0])) if files else 0)
+            chosen.append(rule([extract_sql(t) for t in sqls], databases.get(files[0])) if files else 0)
     return chosen
 
 

@@ -91,7 +91,7 @@ def test_choose_with_mixed_candidate_counts(stage, db_dir):
                         db_dir) == [0, 1]
 
 
-def test_rescore_vote_keeps_the_largest_group_of_equal_results_preferring_rows(db_dir):
+def test_rescore_vote_keeps_the_largest_group_of_equal_results_preferring_rows(stage, db_dir):
     spec = importlib.util.spec_from_file_location("rescore", ROOT / "benchmarks" / "rescore_candidates.py")
     rescore = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rescore)
@@ -102,7 +102,7 @@ def test_rescore_vote_keeps_the_largest_group_of_equal_results_preferring_rows(d
         ["SELECT nope", "SELECT name FROM singer WHERE 0"],  # runs, even without rows
         ["SELECT 1", "SELECT 2"],
     ]
-    assert rescore.voted(records, candidates, db_dir) == [1, 2, 1, 0]
+    assert stage.choose(records, candidates, db_dir, rule=rescore.vote) == [1, 2, 1, 0]
 
 
 # ---------------------------------------------------------------- the stage
