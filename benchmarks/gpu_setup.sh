@@ -5,6 +5,11 @@
 set -euo pipefail
 work="${1:-/root/work}"
 command -v python >/dev/null || ln -sf "$(command -v python3)" /usr/local/bin/python
+# Wheels newer than the image's, when carried in .device/xw (docs/RESULTS.md, session 4): the
+# transformers that uv.lock pins, with the tokenizers and safetensors it needs
+if compgen -G "/root/stash/xw/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /root/site /root/stash/xw/*.whl
+fi
 # unpack.sh installs the carried wheels with --no-compile; pip compiles them on a user's machine
 [ -d /root/site ] && python -m compileall -q -j 0 /root/site >/dev/null 2>&1 || true
 rm -rf "$work" && mkdir -p "$work"

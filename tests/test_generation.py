@@ -18,7 +18,8 @@ import torch  # noqa: E402
 
 from sqlora.errors import ParamError  # noqa: E402
 from sqlora.generation import (check_predict_params, degenerate_reason, generate,  # noqa: E402
-                               generate_candidates, is_adapter, load_for_inference, predict_on_devices)
+                               generate_candidates, is_adapter, load_for_inference, predict_on_devices,
+                               sql_end_token_ids)
 from sqlora.modeling import (chat_end_token_ids, load_quantized_model, load_tokenizer,  # noqa: E402
                              lora_config)
 from sqlora.prompts import build_prompt  # noqa: E402
@@ -178,6 +179,24 @@ def test_generation_stops_at_the_end_of_the_sql(tiny_models):
     assert outputs == ["SELECT name;", "SELECT name;"]
 
 
+def test_generation_stops_inside_a_token_that_holds_the_semicolon(tiny_models):
+    model, tokenizer = load(tiny_models["qwen2"])
+    with scripted(model, tokenizer, [" name", ");", " x"]):
+        outputs = generate(model, tokenizer, PROMPTS[:2], batch_size=2, max_new_tokens=10,
+                           answer_prefix="SELECT")
+    assert outputs == ["SELECT name);", "SELECT name);"]
+
+
+def test_sql_end_tokens_are_the_chat_end_and_every_token_with_a_semicolon(tiny_models):
+    tokenizer = load_tokenizer(tiny_models["qwen2"])
+    ends = sql_end_token_ids(tokenizer)
+    assert set(chat_end_token_ids(tokenizer)) <= set(ends)
+    assert {tokenizer.convert_tokens_to_ids(t) for t in (";", ");", "';")} <= set(ends)
+    others = [i for i in ends if i not in chat_end_token_ids(tokenizer)]
+    assert others and all(";" in tokenizer.decode([i]) for i in others)
+    assert tokenizer.encode(" count", add_special_tokens=False)[0] not in ends
+
+
 @pytest.mark.parametrize("max_new_tokens", [3, 9])
 def test_max_new_tokens_bounds_an_endless_generation(tiny_models, max_new_tokens):
     model, tokenizer = load(tiny_models["llama"])
@@ -329,6 +348,14 @@ def fail_on_big_batches(monkeypatch, model, error, limit: int = 2) -> list[int]:
     return sizes
 
 
+def test_batch_size_counts_sequences_so_candidates_mean_fewer_prompts_per_batch(tiny_models, monkeypatch):
+    model, tokenizer = load(tiny_models["qwen2"])
+    prompts_per_call = fail_on_big_batches(monkeypatch, model, MemoryError, limit=len(PROMPTS))
+    generate_candidates(model, tokenizer, PROMPTS, batch_size=4, max_new_tokens=3, answer_prefix="SELECT",
+                        num_candidates=2)
+    assert prompts_per_call == [2, 2, 2]
+
+
 @pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError, MemoryError])
 def test_out_of_memory_halves_the_batch_and_keeps_the_order(tiny_models, monkeypatch, error):
     model, tokenizer = load(tiny_models["qwen2"])
@@ -344,10 +371,10 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_order(tiny_models, monkeyp
 def test_out_of_memory_with_candidates(tiny_models, monkeypatch):
     model, tokenizer = load(tiny_models["qwen2"])
     options = {"max_new_tokens": 4, "answer_prefix": "SELECT", "num_candidates": 2}
-    expected = generate_candidates(model, tokenizer, PROMPTS, batch_size=2, **options)
+    expected = generate_candidates(model, tokenizer, PROMPTS, batch_size=4, **options)
     sizes = fail_on_big_batches(monkeypatch, model, torch.cuda.OutOfMemoryError, limit=2)
-    assert generate_candidates(model, tokenizer, PROMPTS, batch_size=4, **options) == expected
-    assert sizes == [4, 2, 2, 2]
+    assert generate_candidates(model, tokenizer, PROMPTS, batch_size=8, **options) == expected
+    assert sizes == [4, 2, 2, 2]  # 8 sequences: 4 prompts of 2 candidates, then 2 prompts a batch
 
 
 def test_out_of_memory_with_one_prompt_is_raised(tiny_models, monkeypatch):

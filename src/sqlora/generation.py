@@ -1,4 +1,4 @@
-"""Batched greedy generation that stops at the end of the SQL."""
+"""Batched generation (greedy or beam search) that stops at the end of the SQL."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from .params import boolean, number
 from .progress import progress
 
 ADAPTER_CONFIG = "adapter_config.json"
-STOP_STRINGS = [";"]
 
 
 def check_predict_params(predict: dict) -> dict:
@@ -84,20 +83,22 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_si
     """Completions per chat prompt, in input order: the greedy one, or with `num_candidates` > 1
     the best `num_candidates` of a beam search, best first.
 
-    Batches hold prompts of similar length, longest first. `answer_prefix` starts the assistant's
-    answer (e.g. "SELECT"), so that a chatty base model writes SQL instead of prose; the returned
-    texts include it. A batch that runs out of GPU memory is split in two and retried, and later
-    batches keep the smaller size.
+    `batch_size` counts sequences, so a batch holds `batch_size // num_candidates` prompts, of
+    similar length, longest first. `answer_prefix` starts the assistant's answer (e.g. "SELECT"),
+    so that a chatty base model writes SQL instead of prose; the returned texts include it. A
+    batch that runs out of GPU memory is split in two and retried, and later batches keep the
+    smaller size.
     """
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) + answer_prefix
              for p in prompts]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # longest first: memory errors show early
     tokenizer.padding_side = "left"
-    options = {"max_new_tokens": max_new_tokens, "eos_token_id": chat_end_token_ids(tokenizer),
+    options = {"max_new_tokens": max_new_tokens, "eos_token_id": sql_end_token_ids(tokenizer),
                "num_candidates": num_candidates}
     outputs: list[list[str]] = [[] for _ in texts]
     bar = progress(total=len(texts), desc=desc, unit="q")
+    batch_size = max(1, batch_size // num_candidates)
     start = 0
     while start < len(order):
         batch = order[start:start + batch_size]
@@ -110,7 +111,8 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_si
         if generated is None:  # out of memory: retry with half, once the failed batch's tensors are gone
             batch_size = max(1, len(batch) // 2)
             _free_gpu_memory()
-            bar.write(f"{desc}: out of GPU memory with {len(batch)} prompts at once; going on with {batch_size}")
+            bar.write(f"{desc}: out of GPU memory with {len(batch) * num_candidates} sequences at once; "
+                      f"going on with {batch_size * num_candidates}")
             continue
         for i, candidates in zip(batch, generated):
             outputs[i] = [answer_prefix + text for text in candidates]
@@ -132,7 +134,6 @@ def _generate_batch(model, tokenizer, texts: list[str], *, max_new_tokens: int, 
         generated = model.generate(
             **encoded, do_sample=False, max_new_tokens=max_new_tokens, use_cache=True,
             eos_token_id=eos_token_id, pad_token_id=tokenizer.pad_token_id,
-            stop_strings=STOP_STRINGS, tokenizer=tokenizer,
             temperature=None, top_p=None, top_k=None,
             # A cache allocated once per batch: the default one grows at every step, and on a GPU
             # each new prompt length then costs seconds of allocator work (benchmarks/bench_kv_cache.py).
@@ -141,6 +142,14 @@ def _generate_batch(model, tokenizer, texts: list[str], *, max_new_tokens: int, 
         )
     decoded = tokenizer.batch_decode(generated[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
     return [decoded[i:i + num_candidates] for i in range(0, len(decoded), num_candidates)]
+
+
+def sql_end_token_ids(tokenizer) -> list[int]:
+    """Token ids that end an answer: the chat's end tokens, and every token holding ';' (the SQL
+    ends inside it; `extract_sql` cuts there). Ending on tokens costs nothing per step; a stop
+    string made generation about 10% slower (benchmarks/bench_generate.py, greedy-stop-string)."""
+    semicolons = {i for token, i in tokenizer.get_vocab().items() if ";" in token}
+    return sorted(set(chat_end_token_ids(tokenizer)) | semicolons)
 
 
 def out_of_memory_errors() -> tuple[type[BaseException], ...]:

@@ -1,0 +1,154 @@
+"""Where the seconds of `predict` go: generation time of the dev questions by decoding setting,
+on the real prompts, with the model the predict stage loads (dequantized, adapter merged).
+
+Run after `dvc repro` (or after the stages up to training):
+    python benchmarks/bench_generate.py --model outputs/adapter --out /tmp/gen
+    python benchmarks/bench_generate.py --settings greedy,beam4 --questions 512
+Prints one row per setting: seconds, decode steps, ms per step and new tokens. Each setting's
+candidates land in OUT/<setting>.jsonl, for `rescore_candidates.py` (accuracy, on CPU).
+`greedy` and `beam4` are the predict stage before it ended answers on tokens (a stop string,
+512 prompts a batch); `greedy-semicolon-eos` with one batch is the stage now.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import torch  # noqa: E402
+
+from sqlora.generation import load_for_inference, sql_end_token_ids  # noqa: E402
+from sqlora.modeling import chat_end_token_ids  # noqa: E402
+from sqlora.params import load_section  # noqa: E402
+from sqlora.prompts import extract_sql  # noqa: E402
+
+STOP_STRINGS = [";"]  # how the predict stage found the end of the SQL before sql_end_token_ids
+BEAMS = {"num_beams": 4, "num_return_sequences": 4, "early_stopping": True}
+SAMPLES = {"do_sample": True, "temperature": 0.7, "num_return_sequences": 4}
+STATIC = {"cache_implementation": "static", "disable_compile": True}
+SETTINGS = {  # name: (prompts per batch, generate options); "stop": the end of the SQL by stop string or end tokens
+    "greedy": (512, {**STATIC, "stop": "strings"}),
+    "greedy-semicolon-eos": (512, {**STATIC, "stop": "tokens"}),
+    "greedy-dynamic": (512, {"stop": "strings"}),
+    "greedy-batch972": (972, {**STATIC, "stop": "strings"}),
+    "greedy-batch128": (128, {**STATIC, "stop": "strings"}),
+    "beam4": (512, {**STATIC, **BEAMS, "stop": "strings"}),
+    "beam4-batch128": (128, {**STATIC, **BEAMS, "stop": "strings"}),
+    "beam4-semicolon-eos": (512, {**STATIC, **BEAMS, "stop": "tokens"}),
+    "sample4": (512, {**STATIC, **SAMPLES, "stop": "tokens"}),
+    "continuous-greedy": (0, {"stop": "tokens"}),
+    "continuous-sample4": (0, {**SAMPLES, "stop": "tokens"}),
+}
+
+
+def run_generate(model, tokenizer, texts, batch_size, options):
+    stop = options.pop("stop")
+    eos = sql_end_token_ids(tokenizer) if stop == "tokens" else chat_end_token_ids(tokenizer)
+    extra = {"stop_strings": STOP_STRINGS, "tokenizer": tokenizer} if stop == "strings" else {}
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    outputs, steps, new_tokens = [None] * len(texts), 0, 0
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        encoded = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(model.device)
+        with torch.inference_mode():
+            generated = model.generate(**encoded, max_new_tokens=args.max_new_tokens, eos_token_id=eos,
+                                       pad_token_id=tokenizer.pad_token_id, use_cache=True,
+                                       **({"do_sample": False} | options), **extra)
+        new = generated[:, encoded["input_ids"].shape[1]:]
+        steps += new.shape[1]
+        new_tokens += int((new != tokenizer.pad_token_id).sum())
+        n = options.get("num_return_sequences", 1)
+        decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
+        for k, i in enumerate(batch):
+            outputs[i] = decoded[k * n:(k + 1) * n]
+    return outputs, steps, new_tokens
+
+
+def run_continuous(model, tokenizer, texts, options):
+    from transformers import GenerationConfig
+
+    options.pop("stop")
+    config = GenerationConfig(max_new_tokens=args.max_new_tokens, eos_token_id=sql_end_token_ids(tokenizer),
+                              pad_token_id=tokenizer.pad_token_id, **({"do_sample": False} | options))
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    results = model.generate_batch(ids, generation_config=config)
+    by_prompt: dict[int, list[str]] = {}
+    new_tokens = 0
+    for request_id, result in results.items():
+        prompt = int(request_id.split("__")[0].removeprefix("req_"))
+        new_tokens += len(result.generated_tokens)
+        by_prompt.setdefault(prompt, []).append(tokenizer.decode(result.generated_tokens, skip_special_tokens=True))
+    return [by_prompt.get(i, [""]) for i in range(len(texts))], 0, new_tokens
+
+
+def profile_steps(model, tokenizer, texts):
+    """The top operators of a short greedy batch: is a decode step bound by kernel launches?"""
+    from torch.profiler import ProfilerActivity, profile
+
+    encoded = tokenizer(texts[:128], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof, torch.inference_mode():
+        model.generate(**encoded, max_new_tokens=32, min_new_tokens=32, do_sample=False, eos_token_id=chat_end_token_ids(tokenizer),
+                       pad_token_id=tokenizer.pad_token_id, **STATIC)
+    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort, row_limit=25), flush=True)
+    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15), flush=True)
+
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--model", type=Path, default=Path("outputs/adapter"))
+parser.add_argument("--base", type=Path, default=Path("outputs/base_model"))
+parser.add_argument("--dev", type=Path, default=Path("data/prepared/dev.jsonl"))
+parser.add_argument("--questions", type=int, default=0, help="first N questions (0 = all)")
+parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated, from: " + ", ".join(SETTINGS))
+parser.add_argument("--max-new-tokens", type=int, default=160)
+parser.add_argument("--profile", action="store_true", help="also print the profiler's top operators")
+parser.add_argument("--out", type=Path, help="write each setting's candidates here")
+args = parser.parse_args()
+
+questions = [json.loads(line) for line in args.dev.open(encoding="utf-8") if line.strip()]
+questions = questions[:args.questions or None]
+predict = load_section("predict")
+model, tokenizer = load_for_inference(args.model, args.base, load_section("quant"), dequantize=True)
+tokenizer.padding_side = "left"
+texts = [tokenizer.apply_chat_template(q["prompt"], tokenize=False, add_generation_prompt=True)
+         + predict["answer_prefix"] for q in questions]
+run_generate(model, tokenizer, texts[:8], 8, {**STATIC, "stop": "strings"})  # warm-up
+if args.profile:
+    profile_steps(model, tokenizer, texts)
+if args.out:
+    args.out.mkdir(parents=True, exist_ok=True)
+print(f"{len(texts)} questions, {args.model}, {torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}")
+print("| setting | batch | seconds | decode steps | ms/step | new tokens |\n|---|---|---|---|---|---|", flush=True)
+for name in args.settings.split(","):
+    batch_size, options = SETTINGS[name]
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    try:
+        if name.startswith("continuous"):
+            outputs, steps, new_tokens = run_continuous(model, tokenizer, texts, dict(options))
+        else:
+            outputs, steps, new_tokens = run_generate(model, tokenizer, texts, batch_size, dict(options))
+    except Exception as error:  # a setting the installed libraries lack is reported, not fatal
+        print(f"| {name} | {batch_size} | failed: {type(error).__name__}: {str(error)[:200]} |||", flush=True)
+        continue
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    per_step = f"{1000 * seconds / steps:.1f}" if steps else ""
+    print(f"| {name} | {batch_size or 'auto'} | {seconds:.1f} | {steps or ''} | {per_step} | {new_tokens} |", flush=True)
+    if args.out:
+        with (args.out / f"{name}.jsonl").open("w", encoding="utf-8") as f:
+            for q, candidates in zip(questions, outputs):
+                candidates = [predict["answer_prefix"] + c for c in candidates]
+                f.write(json.dumps({"index": q["index"], "db_id": q["db_id"], "question": q["question"],
+                                    "sql": extract_sql(candidates[0]), "candidates": candidates}, ensure_ascii=False) + "\n")
