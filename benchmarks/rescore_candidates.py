@@ -1,6 +1,7 @@
 """Score a prediction run's beam candidates several ways: the beam's best alone, the candidate the
-run kept, the candidate the current `stages/predict.py` would keep (execution-guided choice), a vote
-over the candidates' results, and the ceiling (a question counts when any candidate is right).
+run kept, the candidate the current `stages/predict.py` would keep (execution-guided choice), the
+same choice among only the first k candidates (what fewer candidates might give), a vote over the
+candidates' results, and the ceiling (a question counts when any candidate is right).
 It reads generations.jsonl from a run with predict.num_candidates > 1; no model, no GPU.
 
     python benchmarks/rescore_candidates.py outputs/predictions/finetuned/generations.jsonl
@@ -46,6 +47,12 @@ def vote(sqls: list[str], database) -> int:
     return min(groups.items(), key=lambda item: (not item[0][0], -len(item[1]), item[1][0]))[1][0]
 
 
+def first_k(stage, records: list[dict], candidates: list[list[str]], k: int, db_dir: Path) -> list[str]:
+    """The SQL the current rule keeps when it sees only each question's first k candidates."""
+    shorter = [c[:k] for c in candidates]
+    return [extract_sql(c[i]) for c, i in zip(shorter, stage.choose(records, shorter, db_dir))]
+
+
 def ceiling(gold: Path, candidates: list[list[str]], db_dir: Path) -> dict:
     """Scores when a question counts as right if any of its candidates is."""
     gold_lines = [line for line in gold.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -74,6 +81,8 @@ def main() -> None:
         "beam's best": [extract_sql(c[0]) for c in candidates],
         "kept by the run": [r["sql"] for r in records],
         "kept by the current code": [extract_sql(c[i]) for c, i in zip(candidates, chosen)],
+        **{f"kept by the current code, first {k} only": first_k(stage, records, candidates, k, args.db)
+           for k in range(2, max(map(len, candidates)))},
         "vote over results": [extract_sql(c[i]) for c, i in zip(candidates, stage.choose(records, candidates, args.db, rule=vote))],
     }
     print("| candidate | " + " | ".join(HARDNESS) + " |")

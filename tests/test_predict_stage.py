@@ -91,10 +91,15 @@ def test_choose_with_mixed_candidate_counts(stage, db_dir):
                         db_dir) == [0, 1]
 
 
-def test_rescore_vote_keeps_the_largest_group_of_equal_results_preferring_rows(stage, db_dir):
+def rescore_module():
     spec = importlib.util.spec_from_file_location("rescore", ROOT / "benchmarks" / "rescore_candidates.py")
     rescore = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rescore)
+    return rescore
+
+
+def test_rescore_vote_keeps_the_largest_group_of_equal_results_preferring_rows(stage, db_dir):
+    rescore = rescore_module()
     records = [{"db_id": "concert"}] * 3 + [{"db_id": "missing"}]
     candidates = [
         ["SELECT 1", "SELECT count(*) FROM singer", "SELECT count(id) FROM singer"],  # 2 agree
@@ -103,6 +108,14 @@ def test_rescore_vote_keeps_the_largest_group_of_equal_results_preferring_rows(s
         ["SELECT 1", "SELECT 2"],
     ]
     assert stage.choose(records, candidates, db_dir, rule=rescore.vote) == [1, 2, 1, 0]
+
+
+def test_rescore_first_k_chooses_among_each_question_s_first_k_candidates(stage, db_dir):
+    records = [{"db_id": "concert"}] * 2
+    candidates = [["SELECT nope", "SELECT nope2", "SELECT 1"], ["SELECT nope", "SELECT 2", "SELECT 3"]]
+    first_k = rescore_module().first_k
+    assert first_k(stage, records, candidates, 2, db_dir) == ["SELECT nope", "SELECT 2"]
+    assert first_k(stage, records, candidates, 3, db_dir) == ["SELECT 1", "SELECT 2"]
 
 
 # ---------------------------------------------------------------- the stage
