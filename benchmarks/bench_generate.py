@@ -89,15 +89,17 @@ def run_continuous(model, tokenizer, texts, options):
     return [by_prompt.get(i, [""]) for i in range(len(texts))], 0, new_tokens
 
 
-def profile_steps(model, tokenizer, texts):
-    """The top operators of a short greedy batch: is a decode step bound by kernel launches?"""
+def profile_steps(model, tokenizer, texts, setting):
+    """The top operators of 32 steps of a setting on 128 prompts: is a decode step bound by kernel
+    launches (CPU time well above GPU time), and which operators take the GPU's time?"""
     from torch.profiler import ProfilerActivity, profile
 
     encoded = tokenizer(texts[:128], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    options = {"do_sample": False, **STATIC} | {k: v for k, v in SETTINGS[setting][1].items() if k != "stop"}
     with profile(activities=activities) as prof, torch.inference_mode():
-        model.generate(**encoded, max_new_tokens=32, min_new_tokens=32, do_sample=False, eos_token_id=chat_end_token_ids(tokenizer),
-                       pad_token_id=tokenizer.pad_token_id, **STATIC)
+        model.generate(**encoded, max_new_tokens=32, min_new_tokens=32, eos_token_id=chat_end_token_ids(tokenizer),
+                       pad_token_id=tokenizer.pad_token_id, **options)
     sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=sort, row_limit=25), flush=True)
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15), flush=True)
@@ -110,7 +112,8 @@ parser.add_argument("--dev", type=Path, default=Path("data/prepared/dev.jsonl"))
 parser.add_argument("--questions", type=int, default=0, help="first N questions (0 = all)")
 parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated, from: " + ", ".join(SETTINGS))
 parser.add_argument("--max-new-tokens", type=int, default=160)
-parser.add_argument("--profile", action="store_true", help="also print the profiler's top operators")
+parser.add_argument("--profile", nargs="?", const="greedy", choices=[n for n in SETTINGS if "continuous" not in n],
+                    help="also print the profiler's top operators for this setting (default: greedy)")
 parser.add_argument("--out", type=Path, help="write each setting's candidates here")
 args = parser.parse_args()
 
@@ -123,7 +126,7 @@ texts = [tokenizer.apply_chat_template(q["prompt"], tokenize=False, add_generati
          + predict["answer_prefix"] for q in questions]
 run_generate(model, tokenizer, texts[:8], 8, {**STATIC, "stop": "strings"})  # warm-up
 if args.profile:
-    profile_steps(model, tokenizer, texts)
+    profile_steps(model, tokenizer, texts, args.profile)
 if args.out:
     args.out.mkdir(parents=True, exist_ok=True)
 print(f"{len(texts)} questions, {args.model}, {torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}")
