@@ -7,7 +7,8 @@ Run after `dvc repro` (or after the stages up to training):
 Prints one row per setting: seconds, decode steps, ms per step and new tokens. Each setting's
 candidates land in OUT/<setting>.jsonl, for `rescore_candidates.py` (accuracy, on CPU).
 `greedy` and `beam4` are the predict stage before it ended answers on tokens (a stop string,
-512 prompts a batch); `greedy-semicolon-eos` with one batch is the stage now.
+512 prompts a batch); `beam2-semicolon-eos` is the stage's default now (2 candidates, 1024
+sequences a batch), and `greedy-semicolon-eos` its greedy path.
 """
 
 from __future__ import annotations
