@@ -21,14 +21,13 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import torch  # noqa: E402
+import torch
 
-from sqlora.generation import load_for_inference, sql_end_token_ids  # noqa: E402
-from sqlora.modeling import chat_end_token_ids  # noqa: E402
-from sqlora.params import load_section  # noqa: E402
-from sqlora.prompts import extract_sql  # noqa: E402
+from sqlora.generation import sql_end_token_ids
+from sqlora.modeling import chat_end_token_ids, load_for_inference
+from sqlora.params import Params
+from sqlora.prompts import extract_sql
 
 STOP_STRINGS = [";"]  # how the predict stage found the end of the SQL before sql_end_token_ids
 BEAMS = {"num_beams": 4, "num_return_sequences": 4, "early_stopping": True}
@@ -152,11 +151,12 @@ args = parser.parse_args()
 
 questions = [json.loads(line) for line in args.dev.open(encoding="utf-8") if line.strip()]
 questions = questions[:args.questions or None]
-predict = load_section("predict")
-model, tokenizer = load_for_inference(args.model, args.base, load_section("quant"), dequantize=True)
+params = Params.read()
+predict = params.predict
+model, tokenizer = load_for_inference(args.model, args.base, params.quant, dequantize=True)
 tokenizer.padding_side = "left"
 texts = [tokenizer.apply_chat_template(q["prompt"], tokenize=False, add_generation_prompt=True)
-         + predict["answer_prefix"] for q in questions]
+         + predict.answer_prefix for q in questions]
 run_generate(model, tokenizer, texts[:8], 8, {**STATIC, "stop": "strings"})  # warm-up
 if args.profile:
     profile_steps(model, tokenizer, texts, args.profile)
@@ -185,6 +185,6 @@ for name in args.settings.split(","):
     if args.out:
         with (args.out / f"{name}.jsonl").open("w", encoding="utf-8") as f:
             for q, candidates in zip(questions, outputs):
-                candidates = [predict["answer_prefix"] + c for c in candidates]
+                candidates = [predict.answer_prefix + c for c in candidates]
                 f.write(json.dumps({"index": q["index"], "db_id": q["db_id"], "question": q["question"],
                                     "sql": extract_sql(candidates[0]), "candidates": candidates}, ensure_ascii=False) + "\n")

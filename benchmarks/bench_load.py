@@ -44,12 +44,11 @@ def child(how: str, model: Path, base: Path) -> None:
         AutoTokenizer.from_pretrained(str(model))
         mark("load tokenizer")
     else:
-        sys.path.insert(0, str(ROOT / "src"))
         import peft  # noqa: F401  (imports bitsandbytes too)
         mark("import peft")
-        from sqlora.generation import load_for_inference
-        from sqlora.params import load_section
-        load_for_inference(model, base, load_section("quant"), dequantize=True)
+        from sqlora.modeling import load_for_inference
+        from sqlora.params import Params
+        load_for_inference(model, base, Params.read().quant, dequantize=True)
         mark("quantize, dequantize, merge, tokenizer")
     if device != "cpu":
         torch.cuda.synchronize()

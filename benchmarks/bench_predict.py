@@ -16,12 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sqlora.evaluate import evaluate  # noqa: E402
-from sqlora.generation import generate, load_for_inference  # noqa: E402
-from sqlora.params import load_section  # noqa: E402
-from sqlora.prompts import extract_sql  # noqa: E402
+from sqlora.evaluate import evaluate
+from sqlora.generation import generate
+from sqlora.modeling import load_for_inference
+from sqlora.params import Params
+from sqlora.prompts import extract_sql
 
 
 def load(model: str, path: str, args, quant: dict):
@@ -41,7 +41,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
 
-    quant, predict = load_section("quant"), load_section("predict")
+    params = Params.read()
+    quant, predict = params.quant, params.predict
     questions = [json.loads(line) for line in args.dev.open(encoding="utf-8")]
     gold = args.gold.read_text(encoding="utf-8").splitlines()
     if args.limit:
@@ -56,8 +57,8 @@ def main() -> None:
                 loaded, tokenizer = load(model, path, args, quant)
                 loaded_at = time.perf_counter()
                 texts = generate(loaded, tokenizer, [q["prompt"] for q in questions],
-                                 batch_size=args.batch_size or predict["batch_size"], max_new_tokens=predict["max_new_tokens"],
-                                 answer_prefix=predict["answer_prefix"])
+                                 batch_size=args.batch_size or predict.batch_size, max_new_tokens=predict.max_new_tokens,
+                                 answer_prefix=predict.answer_prefix)
                 finished = time.perf_counter()
                 pred_file = Path(tmp) / "pred.sql"
                 pred_file.write_text("".join(extract_sql(t) + "\n" for t in texts), encoding="utf-8")

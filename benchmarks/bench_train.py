@@ -8,38 +8,38 @@ Prints one row per recipe: tokens/s (non-padding tokens), seconds per step and p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sqlora.modeling import compute_dtype, load_quantized_model, load_tokenizer, lora_config  # noqa: E402
-from sqlora.params import load_section  # noqa: E402
-from sqlora.training import train_lora  # noqa: E402
+from sqlora.modeling import compute_dtype, load_quantized_model, load_tokenizer, lora_config
+from sqlora.params import LoraParams, Params, QuantParams, TrainParams
+from sqlora.training import train_lora
 
 PLAIN = {"batch_size": 16, "gradient_checkpointing": True, "group_by_length": False,
          "learning_rate": 2e-4, "gradient_accumulation_steps": 1}
-PLAIN_LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
+PLAIN_LORA = LoraParams(r=16, alpha=32, dropout=0.05, target_modules="all-linear")
 
 
-def run(name: str, train: dict, lora: dict, quant: dict, rows: list[dict], base: Path) -> dict:
+def run(name: str, train: TrainParams, lora: LoraParams, quant: QuantParams, rows: list[dict], base: Path) -> dict:
     import torch
 
     model = load_quantized_model(base, quant, for_training=True)
     tokenizer = load_tokenizer(base)
     with tempfile.TemporaryDirectory() as tmp:
         result = train_lora(model, tokenizer, rows, train, lora_config(lora), Path(tmp) / "ckpt",
-                            Path(tmp) / "loss.csv", name, compute_dtype(quant["bnb_4bit_compute_dtype"]))
+                            Path(tmp) / "loss.csv", name, compute_dtype(quant.bnb_4bit_compute_dtype))
     stats = result["stats"]
     del result, model
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return {"recipe": name, "batch": train["batch_size"], "grad_ckpt": train["gradient_checkpointing"],
-            "grouped": train["group_by_length"], "steps": stats["steps"],
+    return {"recipe": name, "batch": train.batch_size, "grad_ckpt": train.gradient_checkpointing,
+            "grouped": train.group_by_length, "steps": stats["steps"],
             "tokens_per_s": stats["tokens_per_s"], "s_per_step": round(stats["runtime_s"] / stats["steps"], 3),
             "peak_mem_mb": stats["peak_memory_mb"], "final_loss": stats["final_loss"]}
 
@@ -52,16 +52,17 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
 
-    quant = load_section("quant")
-    ours = {**load_section("train"), "max_steps": args.steps, "save_steps": 10**9, "logging_steps": 10}
-    plain = {**ours, **PLAIN}
+    params = Params.read()
+    quant = params.quant
+    ours = dataclasses.replace(params.train, max_steps=args.steps, save_steps=10**9, logging_steps=10)
+    plain = dataclasses.replace(ours, **PLAIN)
     with args.train.open(encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     # Both recipes see the same examples: each takes as many as its steps consume.
     results = [
         run("plain TRL (batch 16, grad ckpt)", plain, PLAIN_LORA, quant,
-            rows[: args.steps * plain["batch_size"]], args.base),
-        run("sqlora defaults", ours, load_section("lora"), quant, rows[: args.steps * ours["batch_size"]], args.base),
+            rows[: args.steps * plain.batch_size], args.base),
+        run("sqlora defaults", ours, params.lora, quant, rows[: args.steps * ours.batch_size], args.base),
     ]
     columns = list(results[0])
     print("| " + " | ".join(columns) + " |")

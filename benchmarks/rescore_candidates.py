@@ -17,12 +17,10 @@ import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from sqlora.evaluate import ORDER_BY, evaluate, score
+from sqlora.prompts import extract_sql
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from sqlora.evaluate import ORDER_BY, evaluate, score  # noqa: E402
-from sqlora.prompts import extract_sql  # noqa: E402
-
 HARDNESS = ("easy", "medium", "hard", "extra", "all")
 
 

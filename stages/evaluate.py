@@ -9,11 +9,10 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sqlora.errors import SqloraError, run_stage  # noqa: E402
-from sqlora.evaluate import evaluate, format_table  # noqa: E402
-from sqlora.params import boolean, load_section, number  # noqa: E402
+from sqlora.errors import SqloraError, run_stage
+from sqlora.evaluate import evaluate, format_table
+from sqlora.params import Params
 
 LEVELS = ("easy", "medium", "hard", "extra", "all")
 MODES = {"exec": False, "plug": True}  # metric name -> plug_value
@@ -38,10 +37,8 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
-    params = load_section("eval", args.params)
-    timeout = number(params, "timeout", "eval", minimum=0, exclusive_minimum=True)
-    keep_distinct = boolean(params, "keep_distinct", "eval")
-    workers = number(params, "workers", "eval", minimum=0, integer=True) or None
+    params = Params.read(args.params).eval
+    timeout, keep_distinct, workers = params.timeout, params.keep_distinct, params.workers or None
     for name, path in args.pred:
         if not path.is_file():
             raise SqloraError(f"predictions for {name} not found: {path}")

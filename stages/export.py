@@ -7,13 +7,11 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sqlora.errors import SqloraError, run_stage  # noqa: E402
-from sqlora.files import replace_dir, staging_area  # noqa: E402
-from sqlora.generation import is_adapter, merged_model, tokenizer_dir  # noqa: E402
-from sqlora.modeling import check_quant_params, load_tokenizer, trust_remote_code_param  # noqa: E402
-from sqlora.params import load_section  # noqa: E402
+from sqlora.errors import SqloraError, run_stage
+from sqlora.files import replace_dir, staging_area
+from sqlora.modeling import is_adapter, load_tokenizer, merged_model, tokenizer_dir
+from sqlora.params import Params
 
 
 def main() -> None:
@@ -24,8 +22,8 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
-    quant = check_quant_params(load_section("quant", args.params))
-    trust_remote_code = trust_remote_code_param(args.params)
+    params = Params.read(args.params)
+    quant, trust_remote_code = params.quant, params.model.trust_remote_code
     if not is_adapter(args.adapter):
         raise SqloraError(f"{args.adapter} holds no LoRA adapter (run quantize-and-train first)")
 

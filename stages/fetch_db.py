@@ -11,12 +11,11 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sqlora.errors import run_stage  # noqa: E402
-from sqlora.files import replace_dir, staging_area  # noqa: E402
-from sqlora.params import load_section  # noqa: E402
-from sqlora.spider import (  # noqa: E402
+from sqlora.errors import run_stage
+from sqlora.files import replace_dir, staging_area
+from sqlora.params import Params
+from sqlora.spider import (
     check_sha256,
     copy_spider_folder,
     download,
@@ -24,8 +23,6 @@ from sqlora.spider import (  # noqa: E402
     is_url,
     local_source,
     require_zip,
-    sha256_param,
-    source_param,
     summary,
     validate_spider,
 )
@@ -43,9 +40,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    data = load_section("data", args.params)
-    source = source_param(data)
-    expected_sha256 = sha256_param(data)
+    data = Params.read(args.params).data
+    source, expected_sha256 = data.source, data.sha256
 
     with staging_area(args.out) as staging:
         if is_url(source):

@@ -18,15 +18,13 @@ if sys.platform == "linux":
     # (benchmarks/bench_kv_cache.py); set before torch starts CUDA
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sqlora.errors import SqloraError, run_stage  # noqa: E402
-from sqlora.evaluate import DatabaseCache, database_files  # noqa: E402
-from sqlora.generation import check_predict_params, predict_on_devices, prediction_devices  # noqa: E402
-from sqlora.modeling import check_quant_params, trust_remote_code_param  # noqa: E402
-from sqlora.params import load_section  # noqa: E402
-from sqlora.prompts import extract_sql  # noqa: E402
-from sqlora.sqlexec import first_runnable  # noqa: E402
+from sqlora.errors import SqloraError, run_stage
+from sqlora.evaluate import DatabaseCache, database_files
+from sqlora.devices import predict_on_devices, prediction_devices
+from sqlora.params import Params
+from sqlora.prompts import extract_sql
+from sqlora.sqlexec import first_runnable
 
 
 def choose(questions: list[dict], candidates: list[list[str]], db_dir: Path, rule=first_runnable) -> list[int]:
@@ -54,20 +52,20 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
-    quant = check_quant_params(load_section("quant", args.params))
-    predict = check_predict_params(load_section("predict", args.params))
-    trust_remote_code = trust_remote_code_param(args.params)
+    params = Params.read(args.params)
+    quant, predict = params.quant, params.predict
+    trust_remote_code = params.model.trust_remote_code
     if not args.model.is_dir():
         raise SqloraError(f"model folder {args.model} does not exist (run the stage that makes it)")
     with args.dev.open(encoding="utf-8") as f:
         questions = [json.loads(line) for line in f if line.strip()]
 
-    devices = prediction_devices(predict["num_gpus"])
+    devices = prediction_devices(predict.num_gpus)
     candidates, load_s, generate_s = predict_on_devices(
         args.model, args.base, quant, [q["prompt"] for q in questions], devices,
-        dequantize=predict["dequantize"], trust_remote_code=trust_remote_code,
-        batch_size=predict["batch_size"], max_new_tokens=predict["max_new_tokens"],
-        answer_prefix=predict["answer_prefix"], num_candidates=predict["num_candidates"],
+        dequantize=predict.dequantize, trust_remote_code=trust_remote_code,
+        batch_size=predict.batch_size, max_new_tokens=predict.max_new_tokens,
+        answer_prefix=predict.answer_prefix, num_candidates=predict.num_candidates,
         desc=f"predict {args.out.name}")
     chosen = choose(questions, candidates, args.db)
 

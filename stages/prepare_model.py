@@ -7,12 +7,11 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sqlora.errors import run_stage  # noqa: E402
-from sqlora.files import replace_dir, staging_area  # noqa: E402
-from sqlora.modeling import check_model_params, prepare_base_model  # noqa: E402
-from sqlora.params import load_section  # noqa: E402
+from sqlora.errors import run_stage
+from sqlora.files import replace_dir, staging_area
+from sqlora.modeling import model_source, prepare_base_model
+from sqlora.params import Params
 
 
 def main() -> None:
@@ -21,13 +20,13 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
-    model_params = load_section("model", args.params)
-    source = check_model_params(model_params)
+    model = Params.read(args.params).model
+    source = model_source(model)
     print(f"base model: {source.kind} {source.location}")
 
     with staging_area(args.out) as staging:
         new_model = prepare_base_model(source, staging / args.out.name,
-                                       trust_remote_code=model_params["trust_remote_code"])
+                                       trust_remote_code=model.trust_remote_code)
         replace_dir(new_model, args.out)
     print(f"wrote {args.out}")
 

@@ -14,14 +14,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sqlora.errors import run_stage  # noqa: E402
-from sqlora.params import boolean, choice, load_section, number  # noqa: E402
-from sqlora.prompts import dev_record, training_record  # noqa: E402
-from sqlora.schema import FORMATS, load_schemas, serialize_schema  # noqa: E402
-from sqlora.spider import database_file, load_examples  # noqa: E402
-from sqlora.values import HINTS_HEADER, QuestionHints  # noqa: E402
+from sqlora.errors import run_stage
+from sqlora.params import Params
+from sqlora.prompts import dev_record, training_record
+from sqlora.schema import load_schemas, serialize_schema
+from sqlora.spider import database_file, load_examples
+from sqlora.values import HINTS_HEADER, QuestionHints
 
 
 def parse_args() -> argparse.Namespace:
@@ -35,11 +34,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    data = load_section("data", args.params)
-    schema_format = choice(data, "schema_format", FORMATS, "data")
-    train_limit = number(data, "train_limit", "data", minimum=0, integer=True)
-    dev_limit = number(data, "dev_limit", "data", minimum=0, integer=True)
-    value_hints = boolean(data, "value_hints", "data")
+    data = Params.read(args.params).data
+    schema_format, value_hints = data.schema_format, data.value_hints
+    train_limit, dev_limit = data.train_limit, data.dev_limit
 
     schemas = load_schemas(args.spider / "tables.json")
     schema_texts = {db_id: serialize_schema(db, schema_format) for db_id, db in schemas.items()}

@@ -8,16 +8,14 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sqlora import modeling, training  # noqa: E402
-from sqlora.errors import SqloraError, run_stage  # noqa: E402
-from sqlora.files import replace_dir, staging_area  # noqa: E402
-from sqlora.generation import degenerate_reason, generate  # noqa: E402
-from sqlora.modeling import (check_lora_params, check_quant_params, compute_dtype,  # noqa: E402
-                             load_quantized_model, load_tokenizer, lora_config, trust_remote_code_param)
-from sqlora.params import load_section  # noqa: E402
-from sqlora.training import check_train_params, files_digest, fingerprint, train_lora  # noqa: E402
+from sqlora import modeling, training
+from sqlora.errors import SqloraError, run_stage
+from sqlora.files import replace_dir, staging_area
+from sqlora.generation import degenerate_reason, generate
+from sqlora.modeling import compute_dtype, load_quantized_model, load_tokenizer, lora_config
+from sqlora.params import Params, as_dict
+from sqlora.training import files_digest, fingerprint, train_lora
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -36,10 +34,9 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
-    quant = check_quant_params(load_section("quant", args.params))
-    lora = check_lora_params(load_section("lora", args.params))
-    train = check_train_params(load_section("train", args.params))
-    trust_remote_code = trust_remote_code_param(args.params)
+    params = Params.read(args.params)
+    quant, lora, train = params.quant, params.lora, params.train
+    trust_remote_code = params.model.trust_remote_code
     rows = read_jsonl(args.train)
     if not rows:
         raise SqloraError(f"{args.train} has no training examples")
@@ -49,7 +46,7 @@ def main() -> None:
     code = [Path(__file__), Path(training.__file__), Path(modeling.__file__)]
     run_id = fingerprint(quant, lora, train, files_digest([args.train, args.base, *code]))
     result = train_lora(model, tokenizer, rows, train, lora_config(lora), args.checkpoints,
-                        args.loss_curve, run_id, compute_dtype(quant["bnb_4bit_compute_dtype"]))
+                        args.loss_curve, run_id, compute_dtype(quant.bnb_4bit_compute_dtype))
     trainer, stats = result["trainer"], result["stats"]
     if not trainer.is_world_process_zero():
         return  # under `accelerate launch`, the first process checks and saves for all
@@ -58,7 +55,7 @@ def main() -> None:
     peft_model = trainer.model
     peft_model.eval()
     peft_model.config.use_cache = True
-    if train["check_generations"]:
+    if train.check_generations:
         samples = generate(peft_model, tokenizer, [r["prompt"] for r in rows[:4]], batch_size=4,
                            max_new_tokens=48, desc="checking generations")
         problem = degenerate_reason(samples)
@@ -72,7 +69,7 @@ def main() -> None:
         peft_model.save_pretrained(adapter)
         tokenizer.save_pretrained(adapter)
         (adapter / "sqlora_base.json").write_text(
-            json.dumps({"base": args.base.as_posix(), "quant": quant}, indent=2) + "\n", encoding="utf-8")
+            json.dumps({"base": args.base.as_posix(), "quant": as_dict(quant)}, indent=2) + "\n", encoding="utf-8")
         replace_dir(adapter, args.out)
 
     args.metrics.parent.mkdir(parents=True, exist_ok=True)

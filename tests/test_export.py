@@ -12,10 +12,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from sqlora.params import QuantParams, as_dict  # noqa: E402
 from tiny_model import build_tiny_model  # noqa: E402
 
-QUANT = {"bits": 4, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
-         "bnb_4bit_compute_dtype": "auto"}
+QUANT = QuantParams(bits=4)
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +32,14 @@ def base_and_adapter(tmp_path_factory):
                                                   init_lora_weights=False, task_type="CAUSAL_LM"))
     adapter = work / "adapter"
     peft_model.save_pretrained(adapter)
-    (work / "params.yaml").write_text(yaml.safe_dump({"quant": QUANT, "model": {"trust_remote_code": False}}))
+    (work / "params.yaml").write_text(yaml.safe_dump({"quant": as_dict(QUANT), "model": {"name_or_path": str(base), "sha256": "", "trust_remote_code": False}}))
     return work, base, adapter
 
 
 def test_export_writes_a_plain_model_equal_to_base_plus_adapter(base_and_adapter, run_script):
     from transformers import AutoModelForCausalLM
 
-    from sqlora.generation import load_for_inference
+    from sqlora.modeling import load_for_inference
 
     work, base, adapter = base_and_adapter
     done = run_script("stages/export.py", "--adapter", adapter, "--base", base, "--out", work / "merged",

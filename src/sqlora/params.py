@@ -1,25 +1,242 @@
-"""Read one section of params.yaml and check its values before any heavy work."""
+"""Every section of params.yaml, its keys and their limits, in one place.
+
+A stage reads the file once (`Params.read`) and takes the sections it uses as attributes; each
+section is checked the first time it is taken, so a wrong value ends the stage with one line
+naming the key and what it allows, before any heavy work:
+
+    params = Params.read("params.yaml")
+    quant, train = params.quant, params.train     # QuantParams, TrainParams
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
 from .errors import ParamError
+from .schema import FORMATS as SCHEMA_FORMATS
+
+QUANT_BITS = (4, 8, 16)
+QUANT_TYPES = ("nf4", "fp4")
+COMPUTE_DTYPES = ("auto", "bfloat16", "float16", "float32")
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def load_section(section: str, path: str | Path = "params.yaml") -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ParamError(f"{path} not found (run from the project root)")
-    with path.open(encoding="utf-8") as f:
-        params = yaml.safe_load(f) or {}
-    if not isinstance(params.get(section), dict):
-        raise ParamError(f"{path}: section '{section}' is missing")
-    return params[section]
+@dataclass(frozen=True)
+class DataParams:
+    source: str                  # an http(s) URL of a Spider zip, a local zip or a local folder
+    sha256: str                  # of the zip; "" skips the check
+    schema_format: str
+    value_hints: bool
+    train_limit: int             # 0 = all
+    dev_limit: int
 
+    @classmethod
+    def read(cls, s: dict) -> DataParams:
+        source = require(s, "source", "data")
+        if not isinstance(source, str) or not source.strip():
+            raise ParamError(f"data.source = {source!r}: must be a URL, a zip file or a folder")
+        return cls(source=source.strip(), sha256=sha256(s, "data"),
+                   schema_format=choice(s, "schema_format", SCHEMA_FORMATS, "data"),
+                   value_hints=boolean(s, "value_hints", "data"),
+                   train_limit=number(s, "train_limit", "data", minimum=0, integer=True),
+                   dev_limit=number(s, "dev_limit", "data", minimum=0, integer=True))
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    name_or_path: str            # a hub id, a model folder, a .gguf file or pkg:<package>/<file>.gguf
+    sha256: str                  # of a .gguf; "" skips the check
+    trust_remote_code: bool
+
+    @classmethod
+    def read(cls, s: dict) -> ModelParams:
+        name = s.get("name_or_path")
+        if not isinstance(name, str) or not name.strip():
+            raise ParamError("model.name_or_path is empty: give a hub id, a model folder or a .gguf file")
+        return cls(name_or_path=name.strip(), sha256=sha256(s, "model"),
+                   trust_remote_code=boolean(s, "trust_remote_code", "model"))
+
+
+@dataclass(frozen=True)
+class QuantParams:
+    bits: int = 4                                # 4 (QLoRA), 8, or 16 (plain LoRA)
+    bnb_4bit_quant_type: str = "nf4"
+    bnb_4bit_use_double_quant: bool = True
+    bnb_4bit_compute_dtype: str = "auto"
+
+    @classmethod
+    def read(cls, s: dict) -> QuantParams:
+        return cls(bits=choice(s, "bits", QUANT_BITS, "quant"),
+                   bnb_4bit_quant_type=choice(s, "bnb_4bit_quant_type", QUANT_TYPES, "quant"),
+                   bnb_4bit_use_double_quant=boolean(s, "bnb_4bit_use_double_quant", "quant"),
+                   bnb_4bit_compute_dtype=choice(s, "bnb_4bit_compute_dtype", COMPUTE_DTYPES, "quant"))
+
+
+@dataclass(frozen=True)
+class LoraParams:
+    r: int
+    alpha: float
+    dropout: float
+    target_modules: str | tuple[str, ...]       # "all-linear" or module names
+
+    @classmethod
+    def read(cls, s: dict) -> LoraParams:
+        r = number(s, "r", "lora", minimum=0, exclusive_minimum=True, integer=True)
+        alpha = number(s, "alpha", "lora", minimum=0, exclusive_minimum=True)
+        dropout = number(s, "dropout", "lora", minimum=0, maximum=1)
+        targets = require(s, "target_modules", "lora")
+        if not (targets == "all-linear" or (isinstance(targets, list) and targets
+                                            and all(isinstance(t, str) for t in targets))):
+            raise ParamError(f"lora.target_modules = {targets!r}: allowed values are 'all-linear' "
+                             "or a list of module names such as [q_proj, v_proj]")
+        return cls(r=r, alpha=alpha, dropout=dropout,
+                   target_modules=targets if isinstance(targets, str) else tuple(targets))
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: float
+    max_steps: int               # > 0 stops after this many optimizer steps
+    batch_size: int              # examples per optimizer step (per process), whatever the card
+    gradient_accumulation_steps: int
+    learning_rate: float
+    lr_scheduler: str
+    warmup_steps: int
+    max_length: int
+    gradient_checkpointing: bool
+    group_by_length: bool
+    check_generations: bool
+    seed: int
+    logging_steps: int
+    save_steps: int
+    launcher: str = "python"
+
+    @classmethod
+    def read(cls, s: dict) -> TrainParams:
+        name = "train"
+        return cls(epochs=number(s, "epochs", name, minimum=0, exclusive_minimum=True),
+                   max_steps=number(s, "max_steps", name, minimum=-1, integer=True),
+                   batch_size=number(s, "batch_size", name, minimum=1, integer=True),
+                   gradient_accumulation_steps=number(s, "gradient_accumulation_steps", name, minimum=1,
+                                                      integer=True),
+                   learning_rate=number(s, "learning_rate", name, minimum=0, exclusive_minimum=True),
+                   lr_scheduler=choice(s, "lr_scheduler", SCHEDULERS, name),
+                   warmup_steps=number(s, "warmup_steps", name, minimum=0, integer=True),
+                   max_length=number(s, "max_length", name, minimum=16, integer=True),
+                   gradient_checkpointing=boolean(s, "gradient_checkpointing", name),
+                   group_by_length=boolean(s, "group_by_length", name),
+                   check_generations=boolean(s, "check_generations", name),
+                   seed=number(s, "seed", name, integer=True),
+                   logging_steps=number(s, "logging_steps", name, minimum=1, integer=True),
+                   save_steps=number(s, "save_steps", name, minimum=1, integer=True),
+                   launcher=str(s.get("launcher", "python")))
+
+
+@dataclass(frozen=True)
+class PredictParams:
+    batch_size: int              # sequences at once (questions x candidates)
+    max_new_tokens: int
+    dequantize: bool
+    num_candidates: int
+    num_gpus: int                # 0 = all visible
+    answer_prefix: str
+
+    @classmethod
+    def read(cls, s: dict) -> PredictParams:
+        prefix = require(s, "answer_prefix", "predict")
+        if not isinstance(prefix, str):
+            raise ParamError(f"predict.answer_prefix = {prefix!r}: must be a string "
+                             "(\"\" for none, or the start of every answer such as SELECT)")
+        return cls(batch_size=number(s, "batch_size", "predict", minimum=1, integer=True),
+                   max_new_tokens=number(s, "max_new_tokens", "predict", minimum=1, integer=True),
+                   dequantize=boolean(s, "dequantize", "predict"),
+                   num_candidates=number(s, "num_candidates", "predict", minimum=1, integer=True),
+                   num_gpus=number(s, "num_gpus", "predict", minimum=0, integer=True),
+                   answer_prefix=prefix)
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    timeout: float               # seconds per query
+    keep_distinct: bool
+    workers: int                 # 0 = all cores
+
+    @classmethod
+    def read(cls, s: dict) -> EvalParams:
+        return cls(timeout=number(s, "timeout", "eval", minimum=0, exclusive_minimum=True),
+                   keep_distinct=boolean(s, "keep_distinct", "eval"),
+                   workers=number(s, "workers", "eval", minimum=0, integer=True))
+
+
+class Params:
+    """params.yaml, read once; each section is checked when first taken."""
+
+    def __init__(self, document: dict, path: str | Path = "params.yaml"):
+        self.document, self.path = document, Path(path)
+
+    @classmethod
+    def read(cls, path: str | Path = "params.yaml") -> Params:
+        path = Path(path)
+        if not path.is_file():
+            raise ParamError(f"{path} not found (run from the project root)")
+        with path.open(encoding="utf-8") as f:
+            try:
+                document = yaml.safe_load(f) or {}
+            except yaml.YAMLError as error:
+                raise ParamError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        if not isinstance(document, dict):
+            raise ParamError(f"{path} must hold sections such as 'train:' and 'predict:'")
+        return cls(document, path)
+
+    def section(self, name: str) -> dict[str, Any]:
+        if not isinstance(self.document.get(name), dict):
+            raise ParamError(f"{self.path}: section '{name}' is missing")
+        return self.document[name]
+
+    @cached_property
+    def data(self) -> DataParams:
+        return DataParams.read(self.section("data"))
+
+    @cached_property
+    def model(self) -> ModelParams:
+        return ModelParams.read(self.section("model"))
+
+    @cached_property
+    def quant(self) -> QuantParams:
+        return QuantParams.read(self.section("quant"))
+
+    @cached_property
+    def lora(self) -> LoraParams:
+        return LoraParams.read(self.section("lora"))
+
+    @cached_property
+    def train(self) -> TrainParams:
+        return TrainParams.read(self.section("train"))
+
+    @cached_property
+    def predict(self) -> PredictParams:
+        return PredictParams.read(self.section("predict"))
+
+    @cached_property
+    def eval(self) -> EvalParams:
+        return EvalParams.read(self.section("eval"))
+
+
+def as_dict(params) -> dict[str, Any]:
+    """A section as plain data (for fingerprints and files written beside outputs)."""
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(params).items()}
+
+
+# --- the checks, each ending in one line that names the key -------------------
 
 def choice(section: dict, key: str, allowed: Iterable, name: str) -> Any:
     allowed = list(allowed)
@@ -39,11 +256,11 @@ def number(section: dict, key: str, name: str, *, minimum=None, maximum=None,
         raise ParamError(f"{name}.{key} = {value!r}: must be {kind}")
     low_fails = minimum is not None and (value <= minimum if exclusive_minimum else value < minimum)
     high_fails = maximum is not None and value > maximum
-    if low_fails or high_fails:
+    if low_fails or high_fails or value != value:  # value != value: NaN
         low = "" if minimum is None else f"{'>' if exclusive_minimum else '>='} {minimum}"
         high = "" if maximum is None else f"<= {maximum}"
         bounds = " and ".join(b for b in (low, high) if b)
-        raise ParamError(f"{name}.{key} = {value!r}: must be {kind} {bounds}")
+        raise ParamError(f"{name}.{key} = {value!r}: must be {kind} {bounds}".rstrip())
     return value
 
 
@@ -52,6 +269,14 @@ def boolean(section: dict, key: str, name: str) -> bool:
     if not isinstance(value, bool):
         raise ParamError(f"{name}.{key} = {value!r}: allowed values are true, false")
     return value
+
+
+def sha256(section: dict, name: str) -> str:
+    """64 hex digits, or empty (not checked)."""
+    value = section.get("sha256") or ""
+    if not isinstance(value, str) or not (value == "" or _SHA256.fullmatch(value.strip().lower())):
+        raise ParamError(f"{name}.sha256 = {value!r}: must be 64 hex digits, or '' to skip the check")
+    return value.strip().lower()
 
 
 def require(section: dict, key: str, name: str) -> Any:

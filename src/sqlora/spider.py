@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import shutil
 import stat
 import urllib.error
@@ -13,7 +12,7 @@ import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from .errors import ParamError, SqloraError
+from .errors import SqloraError
 from .files import file_sha256
 from .progress import progress
 
@@ -22,33 +21,14 @@ CHUNK = 1 << 20
 OFFLINE_HINT = ("Offline? Get spider_data.zip another way, then run: "
                 "dvc exp run -S data.source=path/to/spider_data.zip "
                 "(or set data.source in params.yaml)")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _JUNK = ("__MACOSX", ".DS_Store")
 
 
-# --- params -----------------------------------------------------------------
-
-def source_param(data: dict) -> str:
-    """data.source: an http(s) URL, a zip file or a folder."""
-    value = data.get("source")
-    if not isinstance(value, str) or not value.strip():
-        raise ParamError(f"data.source = {value!r}: must be a URL, a zip file or a folder")
-    return value.strip()
-
-
-def sha256_param(data: dict) -> str:
-    """data.sha256: 64 hex digits, or empty (not checked)."""
-    value = data.get("sha256") or ""
-    if not isinstance(value, str) or not (value == "" or _SHA256.fullmatch(value.strip().lower())):
-        raise ParamError(f"data.sha256 = {value!r}: must be 64 hex digits, or '' to skip the check")
-    return value.strip().lower()
-
+# --- getting the archive ----------------------------------------------------
 
 def is_url(source: str) -> bool:
     return source.lower().startswith(("http://", "https://"))
 
-
-# --- getting the archive ----------------------------------------------------
 
 def local_source(source: str) -> Path:
     path = Path(source).expanduser()

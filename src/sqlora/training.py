@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import math
@@ -12,33 +13,15 @@ import time
 from pathlib import Path
 
 from .errors import SqloraError
-from .params import boolean, choice, number
+from .params import TrainParams, as_dict
 
-SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 FINGERPRINT_FILE = "sqlora_fingerprint.json"
-
-
-def check_train_params(train: dict) -> dict:
-    number(train, "epochs", "train", minimum=0, exclusive_minimum=True)
-    number(train, "max_steps", "train", minimum=-1, integer=True)
-    number(train, "batch_size", "train", minimum=1, integer=True)
-    number(train, "gradient_accumulation_steps", "train", minimum=1, integer=True)
-    number(train, "learning_rate", "train", minimum=0, exclusive_minimum=True)
-    choice(train, "lr_scheduler", SCHEDULERS, "train")
-    number(train, "warmup_steps", "train", minimum=0, integer=True)
-    number(train, "max_length", "train", minimum=16, integer=True)
-    boolean(train, "gradient_checkpointing", "train")
-    boolean(train, "group_by_length", "train")
-    boolean(train, "check_generations", "train")
-    number(train, "seed", "train", integer=True)
-    number(train, "logging_steps", "train", minimum=1, integer=True)
-    number(train, "save_steps", "train", minimum=1, integer=True)
-    return train
 
 
 def fingerprint(*parts) -> str:
     """A hash of everything a checkpoint depends on, so a resume never mixes two configurations."""
-    text = json.dumps(parts, sort_keys=True, default=str)
+    plain = [as_dict(part) if dataclasses.is_dataclass(part) else part for part in parts]
+    text = json.dumps(plain, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
@@ -131,7 +114,7 @@ def last_good_checkpoint(checkpoint_dir: Path) -> str:
     return str(found[-1]) if found else "none saved yet"
 
 
-def train_lora(model, tokenizer, rows: list[dict], train: dict, lora_cfg, checkpoint_dir: Path,
+def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg, checkpoint_dir: Path,
                loss_csv: Path, run_fingerprint: str, dtype) -> dict:
     """Train LoRA adapters on prompt/completion rows (loss on the completion only).
 
@@ -149,38 +132,38 @@ def train_lora(model, tokenizer, rows: list[dict], train: dict, lora_cfg, checkp
     on_gpu = torch.cuda.is_available()
     if getattr(model, "is_quantized", False) or getattr(model, "is_loaded_in_4bit", False):
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=train["gradient_checkpointing"])
+            model, use_gradient_checkpointing=train.gradient_checkpointing)
     from accelerate import PartialState
 
     with PartialState().main_process_first():  # one process clears stale checkpoints, then all look
         resume_from = resumable_checkpoint(checkpoint_dir, run_fingerprint)
-    rows, too_long = fitting_rows(rows, tokenizer, train["max_length"])
+    rows, too_long = fitting_rows(rows, tokenizer, train.max_length)
     if not rows:
-        raise SqloraError(f"every training example is longer than train.max_length = {train['max_length']} tokens")
+        raise SqloraError(f"every training example is longer than train.max_length = {train.max_length} tokens")
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     config = SFTConfig(
         output_dir=str(checkpoint_dir),
-        num_train_epochs=train["epochs"],
-        max_steps=train["max_steps"],
-        per_device_train_batch_size=train["batch_size"],
-        gradient_accumulation_steps=train["gradient_accumulation_steps"],
-        learning_rate=train["learning_rate"],
-        lr_scheduler_type=train["lr_scheduler"],
-        warmup_steps=train["warmup_steps"],
-        max_length=train["max_length"],
-        gradient_checkpointing=train["gradient_checkpointing"],
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps,
+        per_device_train_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        learning_rate=train.learning_rate,
+        lr_scheduler_type=train.lr_scheduler,
+        warmup_steps=train.warmup_steps,
+        max_length=train.max_length,
+        gradient_checkpointing=train.gradient_checkpointing,
         bf16=on_gpu and dtype == torch.bfloat16,
         fp16=on_gpu and dtype == torch.float16,
         use_cpu=not on_gpu,
-        seed=train["seed"],
-        logging_steps=train["logging_steps"],
+        seed=train.seed,
+        logging_steps=train.logging_steps,
         logging_nan_inf_filter=False,  # else a NaN loss is logged as a finite mean, hidden from LossGuard
-        save_steps=train["save_steps"],
+        save_steps=train.save_steps,
         save_total_limit=2,
         report_to="none",
         disable_tqdm=not bars_enabled(),
         include_num_input_tokens_seen="non_padding",
-        **length_grouping(train["group_by_length"]),
+        **length_grouping(train.group_by_length),
     )
     resumed_from_step = int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0
     log_callback, guard = make_callbacks(loss_csv, resumed_from_step)

@@ -1,0 +1,132 @@
+"""Which devices a stage runs on, how much GPU memory it may take, and prediction spread over
+several GPUs (one process each)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from .errors import SqloraError
+
+# A cap on the GPU memory this process may take, in GiB: a stand-in for a smaller card.
+MEMORY_CAP_VARIABLE = "SQLORA_GPU_MEMORY_GB"
+
+
+def default_device() -> str:
+    """This process's GPU (one per process under `accelerate launch`), else the CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+
+
+def cap_gpu_memory() -> float | None:
+    """Apply SQLORA_GPU_MEMORY_GB (if set) to every visible GPU; returns the cap in GiB.
+
+    torch then raises out-of-memory past the cap, as on a card that size, and the stages' own
+    fallbacks (smaller training micro-batches, halved prediction batches) take over.
+    """
+    text = os.environ.get(MEMORY_CAP_VARIABLE, "").strip()
+    if not text:
+        return None
+    try:
+        cap = float(text)
+    except ValueError:
+        cap = -1.0
+    if not cap > 0:
+        raise SqloraError(f"{MEMORY_CAP_VARIABLE} = {text!r}: must be a number of GiB > 0, such as 6")
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    for index in range(torch.cuda.device_count()):
+        total = torch.cuda.get_device_properties(index).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, cap * 2**30 / total), index)
+    return cap
+
+
+def describe_device() -> str:
+    """One line on what this stage computes on, with a warning when a GPU sits unused."""
+    import torch
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        total = torch.cuda.get_device_properties(0).total_memory / 2**30
+        cap = os.environ.get(MEMORY_CAP_VARIABLE)
+        capped = f", capped at {cap} GiB by {MEMORY_CAP_VARIABLE}" if cap else ""
+        return f"device: {name} ({total:.0f} GiB{capped}), torch {torch.__version__}"
+    gpu = nvidia_gpu_name()
+    if gpu:
+        why = ("it is a CPU-only build" if torch.version.cuda is None
+               else f"it was built for CUDA {torch.version.cuda}, which this driver may not support")
+        return (f"warning: an NVIDIA GPU is present ({gpu}) but torch {torch.__version__} cannot use it "
+                f"({why}); this stage runs on the CPU, many times slower. Install a CUDA build of torch "
+                "(README, 'Set up')")
+    return f"device: CPU (no CUDA GPU), torch {torch.__version__}"
+
+
+def nvidia_gpu_name() -> str | None:
+    """The first NVIDIA GPU that nvidia-smi lists, if the driver is installed."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return None
+    try:
+        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    first = listed.strip().splitlines()[0] if listed.strip() else ""
+    return first.split(":", 1)[1].split("(UUID", 1)[0].strip() if first.startswith("GPU") else None
+
+
+def prediction_devices(num_gpus: int) -> list[str]:
+    """The GPUs to spread questions over (`num_gpus` 0 = all visible), or the CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return ["cpu"]
+    count = torch.cuda.device_count()
+    return [f"cuda:{i}" for i in range(count if num_gpus == 0 else min(num_gpus, count))]
+
+
+def predict_on_devices(model_dir: Path, base_dir: Path, quant, prompts: list[list[dict]],
+                       devices: list[str], *, dequantize: bool = False, trust_remote_code: bool = False,
+                       **generation) -> tuple[list[list[str]], float, float]:
+    """Candidates for all prompts (see `generate_candidates`), in order, with one process per
+    device when there are several.
+
+    Returns the candidates, the model-load seconds and the generation seconds (the slowest device's).
+    """
+    load = {"dequantize": dequantize, "trust_remote_code": trust_remote_code}
+    if len(devices) == 1:
+        return _predict_shard(model_dir, base_dir, quant, prompts, devices[0], load, generation)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    shards = [list(range(start, len(prompts), len(devices))) for start in range(len(devices))]
+    with ProcessPoolExecutor(len(devices), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_predict_shard, model_dir, base_dir, quant, [prompts[i] for i in shard],
+                               device, load, {**generation, "desc": f"{generation.get('desc', '')} {device}"})
+                   for shard, device in zip(shards, devices)]
+        results = [future.result() for future in futures]
+    candidates: list[list[str]] = [[] for _ in prompts]
+    for shard, (shard_candidates, _, _) in zip(shards, results):
+        for i, texts in zip(shard, shard_candidates):
+            candidates[i] = texts
+    return candidates, max(r[1] for r in results), max(r[2] for r in results)
+
+
+def _predict_shard(model_dir, base_dir, quant, prompts, device, load, generation):
+    import time
+
+    from .generation import generate_candidates
+    from .modeling import load_for_inference
+
+    cap_gpu_memory()  # a process of its own under spawn
+    started = time.perf_counter()
+    model, tokenizer = load_for_inference(Path(model_dir), Path(base_dir), quant, device=device, **load)
+    loaded = time.perf_counter()
+    candidates = generate_candidates(model, tokenizer, prompts, **generation)
+    return candidates, loaded - started, time.perf_counter() - loaded

