@@ -52,3 +52,18 @@ def replace_dir(new: Path, target: Path) -> None:
         raise SqloraError(f"cannot put the new copy in place of {target} (is a file in it open?): "
                           f"{error}") from None
     shutil.rmtree(backup, ignore_errors=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a file whole or not at all: a temp file beside it, then one rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
