@@ -21,7 +21,8 @@ if sys.platform == "linux":
 
 from sqlora.errors import SqloraError, run_stage
 from sqlora.evaluate import DatabaseCache, database_files
-from sqlora.devices import predict_on_devices, prediction_devices
+from sqlora.devices import cap_gpu_memory, describe_device, predict_on_devices, prediction_devices
+from sqlora.files import replace_dir, staging_area, write_text_atomic
 from sqlora.params import Params
 from sqlora.prompts import extract_sql
 from sqlora.sqlexec import first_runnable
@@ -57,6 +58,8 @@ def main() -> None:
     trust_remote_code = params.model.trust_remote_code
     if not args.model.is_dir():
         raise SqloraError(f"model folder {args.model} does not exist (run the stage that makes it)")
+    cap_gpu_memory()
+    print(describe_device(), flush=True)
     with args.dev.open(encoding="utf-8") as f:
         questions = [json.loads(line) for line in f if line.strip()]
 
@@ -69,16 +72,20 @@ def main() -> None:
         desc=f"predict {args.out.name}")
     chosen = choose(questions, candidates, args.db)
 
-    args.out.mkdir(parents=True, exist_ok=True)
     sqls = [extract_sql(texts[pick]) for texts, pick in zip(candidates, chosen)]
-    (args.out / "pred.sql").write_text("".join(sql + "\n" for sql in sqls), encoding="utf-8")
-    with (args.out / "generations.jsonl").open("w", encoding="utf-8") as f:
-        for q, texts, pick, sql in zip(questions, candidates, chosen, sqls):
-            record = {"index": q["index"], "db_id": q["db_id"], "question": q["question"],
-                      "generation": texts[pick], "sql": sql}
-            if len(texts) > 1:
-                record.update(candidate=pick, candidates=texts)
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    records = []
+    for q, texts, pick, sql in zip(questions, candidates, chosen, sqls):
+        record = {"index": q["index"], "db_id": q["db_id"], "question": q["question"],
+                  "generation": texts[pick], "sql": sql}
+        if len(texts) > 1:
+            record.update(candidate=pick, candidates=texts)
+        records.append(json.dumps(record, ensure_ascii=False) + "\n")
+    with staging_area(args.out) as staging:  # the previous predictions stay until these are complete
+        new = staging / args.out.name
+        new.mkdir()
+        (new / "pred.sql").write_text("".join(sql + "\n" for sql in sqls), encoding="utf-8")
+        (new / "generations.jsonl").write_text("".join(records), encoding="utf-8")
+        replace_dir(new, args.out)
     stats = {"questions": len(questions), "devices": len(devices), "load_s": round(load_s, 2),
              "generate_s": round(generate_s, 2),
              "questions_per_s": round(len(questions) / max(generate_s, 1e-9), 2),
@@ -86,8 +93,7 @@ def main() -> None:
              "not_first_candidate": sum(1 for pick in chosen if pick),
              "stage_s": round(time.perf_counter() - STARTED, 2)}
     if args.metrics:
-        args.metrics.parent.mkdir(parents=True, exist_ok=True)
-        args.metrics.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(args.metrics, json.dumps(stats, indent=2) + "\n")
     print(f"{args.out}: " + "  ".join(f"{k}={v}" for k, v in stats.items()))
 
 

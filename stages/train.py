@@ -1,17 +1,20 @@
 """quantize-and-train: load the base model quantized per quant.*, attach LoRA per lora.*,
-train it with TRL SFT on the SQL completions, and save the adapter with its tokenizer."""
+train it with TRL SFT on the SQL completions, and save the adapter with its tokenizer.
+
+Nothing is replaced until the new adapter is complete: a failed or stopped run leaves the last
+good adapter and metrics as they were, and its checkpoints let the next run resume.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-
 from sqlora import modeling, training
+from sqlora.devices import cap_gpu_memory, describe_device
 from sqlora.errors import SqloraError, run_stage
-from sqlora.files import replace_dir, staging_area
+from sqlora.files import replace_dir, staging_area, write_text_atomic
 from sqlora.generation import degenerate_reason, generate
 from sqlora.modeling import compute_dtype, load_quantized_model, load_tokenizer, lora_config
 from sqlora.params import Params, as_dict
@@ -24,7 +27,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, default=Path("outputs/base_model"))
     parser.add_argument("--train", type=Path, default=Path("data/prepared/train.jsonl"))
     parser.add_argument("--out", type=Path, default=Path("outputs/adapter"))
@@ -40,13 +43,17 @@ def main() -> None:
     rows = read_jsonl(args.train)
     if not rows:
         raise SqloraError(f"{args.train} has no training examples")
+    cap_gpu_memory()
+    print(describe_device(), flush=True)
 
+    print(f"loading {args.base} ({quant.bits}-bit)", flush=True)
     model = load_quantized_model(args.base, quant, trust_remote_code=trust_remote_code, for_training=True)
     tokenizer = load_tokenizer(args.base, trust_remote_code)
     code = [Path(__file__), Path(training.__file__), Path(modeling.__file__)]
     run_id = fingerprint(quant, lora, train, files_digest([args.train, args.base, *code]))
+    live_curve = args.checkpoints / "train_loss.csv"  # grows as training goes; published when it ends well
     result = train_lora(model, tokenizer, rows, train, lora_config(lora), args.checkpoints,
-                        args.loss_curve, run_id, compute_dtype(quant.bnb_4bit_compute_dtype))
+                        live_curve, run_id, compute_dtype(quant.bnb_4bit_compute_dtype))
     trainer, stats = result["trainer"], result["stats"]
     if not trainer.is_world_process_zero():
         return  # under `accelerate launch`, the first process checks and saves for all
@@ -56,6 +63,7 @@ def main() -> None:
     peft_model.eval()
     peft_model.config.use_cache = True
     if train.check_generations:
+        print("checking the trained model's first generations", flush=True)
         samples = generate(peft_model, tokenizer, [r["prompt"] for r in rows[:4]], batch_size=4,
                            max_new_tokens=48, desc="checking generations")
         problem = degenerate_reason(samples)
@@ -64,6 +72,7 @@ def main() -> None:
                               f"checkpoints kept in {args.checkpoints} (train.check_generations: false "
                               "skips this check)")
 
+    print(f"saving the adapter to {args.out}", flush=True)
     with staging_area(args.out) as staging:
         adapter = staging / args.out.name
         peft_model.save_pretrained(adapter)
@@ -71,10 +80,9 @@ def main() -> None:
         (adapter / "sqlora_base.json").write_text(
             json.dumps({"base": args.base.as_posix(), "quant": as_dict(quant)}, indent=2) + "\n", encoding="utf-8")
         replace_dir(adapter, args.out)
-
-    args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-    print(f"adapter: {args.out}  " + "  ".join(f"{k}={v}" for k, v in stats.items()))
+    write_text_atomic(args.loss_curve, live_curve.read_text(encoding="utf-8"))
+    write_text_atomic(args.metrics, json.dumps(stats, indent=2, allow_nan=False) + "\n")
+    print(f"adapter: {args.out}  " + "  ".join(f"{k}={v}" for k, v in stats.items() if k != "events"))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ from sqlora.modeling import (compute_dtype, load_quantized_model, load_tokenizer
                              lora_config)
 from sqlora.prompts import build_prompt  # noqa: E402
 from sqlora.params import LoraParams, QuantParams, TrainParams, as_dict  # noqa: E402
-from sqlora.training import (FINGERPRINT_FILE, fingerprint,  # noqa: E402
+from sqlora import callbacks  # noqa: E402
+from sqlora.training import (FINGERPRINT_FILE, BatchPlan, finite_or_none, fingerprint, fit_micro_batch,  # noqa: E402
                              fitting_rows, resumable_checkpoint, train_lora)
 
 torch.set_num_threads(1)
@@ -283,10 +284,108 @@ def test_train_stage_writes_no_adapter_when_the_loss_goes_nan(tiny_models, tmp_p
     assert "nan" in message.lower() and "step 4" in message, message
     assert message.endswith(str(tmp_path / "ckpt" / "checkpoint-2"))
     assert not out.exists() and not out.with_name("adapter.partial").exists()
-    assert not (tmp_path / "train.json").exists()
+    assert not (tmp_path / "train.json").exists() and not (tmp_path / "loss.csv").exists()
     assert checkpoint_steps(tmp_path / "ckpt") == [2]
-    steps = [int(r[0]) for r in read_loss_csv(tmp_path / "loss.csv")[1:]]
-    assert steps == [1, 2, 3, 4]
+    steps = [int(r[0]) for r in read_loss_csv(tmp_path / "ckpt" / "train_loss.csv")[1:]]
+    assert steps == [1, 2, 3, 4]  # the live curve, after the last roll-back to step 2
+
+
+class PoisonOnce(PoisonAfter):
+    """A one-off spike: NaN weights after step `step` the first time only."""
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.step is not None and state.global_step == self.step:
+            super().on_step_end(args, state, control, model=model, **kwargs)
+            self.step = None
+
+
+def test_a_one_off_nan_rolls_back_with_half_the_learning_rate(tiny_models, tmp_path, monkeypatch):
+    ExtraCallbacks(monkeypatch, PoisonOnce(3))
+    result = run_training(tiny_models["llama"], tmp_path, max_steps=6, logging_steps=1, save_steps=2,
+                          lr_scheduler="constant")
+    stats = result["stats"]
+    assert stats["steps"] == 6 and math.isfinite(stats["final_loss"])
+    assert stats["events"] == [{"step": 4, "event": "rollback", "reason": "training loss became nan at step 4",
+                                "resumed_from_step": 2, "learning_rate_factor": 0.5}]
+    assert stats["final_learning_rate_factor"] == 0.5
+    rows = read_loss_csv(tmp_path / "loss.csv")[1:]
+    assert [int(r[0]) for r in rows] == [1, 2, 3, 4, 5, 6]  # steps 3-4 logged again, once
+    assert all(math.isfinite(float(r[1])) for r in rows)
+    rates = [float(r[2]) for r in rows]
+    assert rates[:2] == [TRAIN["learning_rate"]] * 2
+    assert rates[2:] == pytest.approx([TRAIN["learning_rate"] * 0.5] * 4)
+
+
+def test_the_last_step_is_logged_and_no_nan_reaches_the_metrics(tiny_models, tmp_path):
+    stats = run_training(tiny_models["llama"], tmp_path, max_steps=3, logging_steps=10, save_steps=100)["stats"]
+    assert [int(r[0]) for r in read_loss_csv(tmp_path / "loss.csv")[1:]] == [3]
+    assert math.isfinite(stats["final_loss"]) and math.isfinite(stats["mean_loss"])
+    json.dumps(stats, allow_nan=False)
+    assert finite_or_none(float("nan")) is None and finite_or_none(float("inf")) is None
+    assert finite_or_none(1.234567) == 1.23457
+
+
+def test_progress_line_off_a_terminal(tiny_models, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SQLORA_PROGRESS", "0")
+    monkeypatch.setattr(callbacks.ProgressLine, "__init__",
+                        lambda self, every_s=0.0, stream=None: orig_init(self, 0.0, stream))
+    run_training(tiny_models["llama"], tmp_path, max_steps=3, logging_steps=1, save_steps=100)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
+    assert all("tokens/s" in line and "eta" in line and "loss" in line for line in lines[1:])
+
+
+orig_init = callbacks.ProgressLine.__init__
+
+
+def test_batch_plan_keeps_the_examples_per_step():
+    plan = BatchPlan(64, 1)
+    assert plan.halved() == BatchPlan(32, 2)
+    assert BatchPlan(12, 2).halved() == BatchPlan(6, 4)
+    assert BatchPlan(9, 1).halved() == BatchPlan(3, 3)
+    assert BatchPlan(1, 4).halved() is None
+    steps = [plan]
+    while (smaller := steps[-1].halved()) is not None:
+        steps.append(smaller)
+    assert all(p.micro_batch * p.accumulation == 64 for p in steps) and steps[-1] == BatchPlan(1, 64)
+
+
+def test_micro_batch_shrinks_until_it_fits(tiny_models, tmp_path, monkeypatch):
+    """On a card where more than 2 sequences at once run out of memory, micro-batches of 2
+    with 4 accumulation steps keep 8 examples per optimizer step."""
+    seen = []
+
+    def forward_fits_two(module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        seen.append(ids.shape[0])
+        if ids.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    result = run_training(tiny_models["llama"], tmp_path, max_steps=1, save_steps=100, batch_size=8)
+    trainer = result["trainer"]
+    handle = trainer.model.register_forward_pre_hook(forward_fits_two, with_kwargs=True)
+    try:
+        plan = fit_micro_batch(trainer, BatchPlan(8, 1), 40)
+    finally:
+        handle.remove()
+    assert plan == BatchPlan(2, 4) and seen == [8, 4, 2]
+    assert all(p.grad is None for p in trainer.model.parameters())
+
+
+def test_out_of_memory_during_training_goes_on_with_smaller_micro_batches(tiny_models, tmp_path, monkeypatch):
+    class OutOfMemoryAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3 and args.per_device_train_batch_size > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ExtraCallbacks(monkeypatch, OutOfMemoryAt())
+    result = run_training(tiny_models["llama"], tmp_path, max_steps=5, logging_steps=1, save_steps=2, batch_size=4)
+    stats = result["stats"]
+    assert stats["steps"] == 5 and stats["micro_batch_size"] == 2 and stats["gradient_accumulation_steps"] == 2
+    assert stats["batch_size"] == 4
+    assert stats["events"][0] == {"step": 3, "event": "out of GPU memory", "micro_batch": 2, "resumed_from_step": 2}
+    assert [int(r[0]) for r in read_loss_csv(tmp_path / "loss.csv")[1:]] == [1, 2, 3, 4, 5]
 
 
 # ---------------------------------------------------------------- resume

@@ -68,6 +68,55 @@ def describe_device() -> str:
     return f"device: CPU (no CUDA GPU), torch {torch.__version__}"
 
 
+def guard_attention_kernels() -> str | None:
+    """Turn off cuDNN's attention kernel for this process if its backward pass is broken here.
+
+    On H100/H200 with torch >= 2.11, cuDNN's scaled-dot-product-attention backward returns NaN
+    gradients for the queries when an explicit mask is passed, the sequence length is 64 mod 128,
+    and a row's attention logits are all very negative, as in Qwen2.5's outlier heads
+    (pytorch/pytorch#196678). A padded training batch meets the first two conditions often. The
+    check runs that case on this card (milliseconds); where the gradients are not finite, training
+    uses PyTorch's other attention kernels, which are exact there. Returns what it did, or None.
+    """
+    import math
+
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if not torch.cuda.is_available() or not torch.backends.cuda.cudnn_sdp_enabled():
+        return None
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    for head_dim in (64, 128):
+        length = 192  # 64 mod 128
+        q, k, v = (torch.randn(1, 2, length, head_dim, device="cuda", generator=generator).to(torch.bfloat16)
+                   for _ in range(3))
+        q[..., 0], k[..., 0] = 1.0, -120 * math.sqrt(head_dim)  # every logit about -120
+        q, k, v = (t.requires_grad_() for t in (q, k, v))
+        mask = torch.ones(length, length, dtype=torch.bool, device="cuda").tril()[None, None]
+        try:
+            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                out.backward(torch.ones_like(out))
+        except RuntimeError:  # cuDNN attention not available for this case: not used either
+            continue
+        if not all(bool(torch.isfinite(t.grad).all()) for t in (q, k, v)):
+            torch.backends.cuda.enable_cudnn_sdp(False)
+            return ("cuDNN attention gave non-finite gradients on this GPU (pytorch/pytorch#196678); "
+                    "training uses PyTorch's other attention kernels")
+    return None
+
+
+def free_gpu_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def nvidia_gpu_name() -> str | None:
     """The first NVIDIA GPU that nvidia-smi lists, if the driver is installed."""
     smi = shutil.which("nvidia-smi")

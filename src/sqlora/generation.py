@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .devices import free_gpu_memory
 from .modeling import chat_end_token_ids
 from .progress import progress
 
@@ -47,7 +48,7 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_si
             generated = None
         if generated is None:  # out of memory: retry with half, once the failed batch's tensors are gone
             batch_size = max(1, len(batch) // 2)
-            _free_gpu_memory()
+            free_gpu_memory()
             bar.write(f"{desc}: out of GPU memory with {len(batch) * num_candidates} sequences at once; "
                       f"going on with {batch_size * num_candidates}")
             continue
@@ -93,16 +94,6 @@ def out_of_memory_errors() -> tuple[type[BaseException], ...]:
     import torch
 
     return (torch.cuda.OutOfMemoryError, MemoryError)
-
-
-def _free_gpu_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def degenerate_reason(generations: list[str]) -> str | None:

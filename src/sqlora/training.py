@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -12,8 +11,10 @@ import shutil
 import time
 from pathlib import Path
 
+from .devices import free_gpu_memory, guard_attention_kernels
 from .errors import SqloraError
 from .params import TrainParams, as_dict
+from .progress import bars_enabled, quiet_library_bars
 
 FINGERPRINT_FILE = "sqlora_fingerprint.json"
 
@@ -57,75 +58,21 @@ def resumable_checkpoint(checkpoint_dir: Path, run_fingerprint: str) -> str | No
     return None
 
 
-def is_main_process() -> bool:
-    """False in the extra processes of a data-parallel run (`accelerate launch`)."""
-    return int(os.environ.get("RANK", 0)) == 0
-
-
-def make_callbacks(loss_csv: Path, resumed_from_step: int):
-    from transformers import TrainerCallback
-
-    class LossLog(TrainerCallback):
-        """Appends each logged loss to a CSV as it comes, so an interrupted run keeps its curve."""
-
-        def __init__(self):
-            if not is_main_process():
-                return
-            loss_csv.parent.mkdir(parents=True, exist_ok=True)
-            kept = []
-            if resumed_from_step and loss_csv.is_file():
-                # rows logged after the checkpoint are logged again by the resumed run
-                with loss_csv.open(newline="") as f:
-                    kept = [row for row in list(csv.reader(f))[1:]
-                            if row and int(row[0]) <= resumed_from_step]
-            with loss_csv.open("w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(["step", "loss", "learning_rate"])
-                writer.writerows(kept)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs and state.is_world_process_zero:
-                with loss_csv.open("a", newline="") as f:
-                    csv.writer(f).writerow([state.global_step, round(float(logs["loss"]), 5),
-                                            logs.get("learning_rate", "")])
-
-    class LossGuard(TrainerCallback):
-        """Stops a run whose loss is NaN/inf or collapses to zero, before it saves a broken adapter."""
-
-        problem: str | None = None
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "loss" not in logs:
-                return
-            loss = float(logs["loss"])
-            if math.isnan(loss) or math.isinf(loss):
-                self.problem = f"training loss became {loss} at step {state.global_step}"
-            elif loss < 1e-4 and state.global_step > args.logging_steps:
-                self.problem = f"training loss collapsed to {loss:.2g} at step {state.global_step}"
-            if self.problem:
-                control.should_training_stop = True
-                control.should_save = False
-
-    return LossLog(), LossGuard()
-
-
-def last_good_checkpoint(checkpoint_dir: Path) -> str:
-    found = sorted(checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(found[-1]) if found else "none saved yet"
-
-
 def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg, checkpoint_dir: Path,
                loss_csv: Path, run_fingerprint: str, dtype) -> dict:
     """Train LoRA adapters on prompt/completion rows (loss on the completion only).
 
-    `dtype` is the compute dtype: bfloat16 or float16 turn on mixed precision on a GPU.
+    `dtype` is the compute dtype: bfloat16 or float16 turn on mixed precision on a GPU. On a GPU,
+    each optimizer step of `train.batch_size` examples is cut into the largest micro-batches that
+    fit the card, with gradient accumulation making up the rest, so the recipe (and the loss
+    curve) is the same on a small card as on a large one. A loss that turns NaN/inf rolls back to
+    the last good checkpoint with half the learning rate, up to MAX_ROLLBACKS times.
     """
     import torch
     from datasets import Dataset
     from peft import prepare_model_for_kbit_training
-    from trl import SFTConfig, SFTTrainer
 
-    from .progress import bars_enabled, quiet_library_bars
+    from .callbacks import LossGuard, LossLog, ProgressLine, ScaleLearningRate
 
     quiet_library_bars()
 
@@ -141,17 +88,138 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
     if not rows:
         raise SqloraError(f"every training example is longer than train.max_length = {train.max_length} tokens")
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-    config = SFTConfig(
+    attention = guard_attention_kernels()
+    if attention:
+        print(f"note: {attention}", flush=True)
+
+    resumed_from_step = step_of(resume_from)
+    loss_log, guard = LossLog(loss_csv, resumed_from_step), LossGuard()
+    callbacks = [loss_log, guard] + ([] if bars_enabled() else [ProgressLine()])
+    plan = BatchPlan(train.batch_size, train.gradient_accumulation_steps)
+    trainer = make_trainer(model, dataset, tokenizer, train, plan, checkpoint_dir, dtype, callbacks,
+                           peft_config=lora_cfg)
+    if on_gpu:
+        print(f"fitting micro-batches of {train.batch_size} examples of up to "
+              f"{longest_example(trainer)} tokens to the GPU's memory", flush=True)
+        fitted = fit_micro_batch(trainer, plan, longest_example(trainer))
+        if fitted != plan:
+            plan = fitted
+            trainer = make_trainer(trainer.model, trainer.train_dataset, tokenizer, train, plan, checkpoint_dir,
+                                   dtype, callbacks)
+        print(f"micro-batch {plan.micro_batch} x {plan.accumulation} accumulation steps "
+              f"= {plan.micro_batch * plan.accumulation} examples per optimizer step", flush=True)
+        torch.cuda.reset_peak_memory_stats()
+
+    events: list[dict] = []
+    started = time.perf_counter()
+    while True:
+        print(f"training: {len(rows)} examples, {train.epochs:g} epochs"
+              + (f", resuming from {resume_from}" if resume_from else ""), flush=True)
+        try:
+            trainer.train(resume_from_checkpoint=resume_from)
+        except torch.cuda.OutOfMemoryError:
+            smaller = plan.halved()
+            if smaller is None:
+                raise SqloraError("out of GPU memory with one example per micro-batch: lower train.max_length "
+                                  "or turn on train.gradient_checkpointing") from None
+            step = trainer.state.global_step
+            plan, resume_from = smaller, last_finite_checkpoint(checkpoint_dir)
+            events.append({"step": step, "event": "out of GPU memory", "micro_batch": plan.micro_batch,
+                           "resumed_from_step": step_of(resume_from)})
+            print(f"out of GPU memory at step {step}: going on with micro-batches of {plan.micro_batch}", flush=True)
+            release(trainer)
+            loss_log.keep_until(step_of(resume_from))
+            trainer = make_trainer(trainer.model, trainer.train_dataset, tokenizer, train, plan, checkpoint_dir,
+                                   dtype, callbacks)
+            continue
+        rollback_to = last_finite_checkpoint(checkpoint_dir) if guard.non_finite else None
+        if rollback_to and sum(e["event"] == "rollback" for e in events) < MAX_ROLLBACKS:
+            events.append({"step": trainer.state.global_step, "event": "rollback", "reason": guard.problem,
+                           "resumed_from_step": step_of(rollback_to), "learning_rate_factor": ROLLBACK_LR_FACTOR})
+            print(f"{guard.problem}: rolling back to {rollback_to} with the learning rate x{ROLLBACK_LR_FACTOR}",
+                  flush=True)
+            guard.reset()
+            loss_log.keep_until(step_of(rollback_to))
+            resume_from = rollback_to
+            trainer = make_trainer(trainer.model, trainer.train_dataset, tokenizer, train, plan, checkpoint_dir,
+                                   dtype, callbacks + [ScaleLearningRate(ROLLBACK_LR_FACTOR)])
+            continue
+        break
+    runtime = time.perf_counter() - started
+    if guard.problem:
+        raise SqloraError(f"{guard.problem}; no adapter written, last good checkpoint: "
+                          f"{last_finite_checkpoint(checkpoint_dir) or 'none saved yet'}")
+    tokens = trainer.state.num_input_tokens_seen
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    stats = {
+        "final_loss": finite_or_none(losses[-1]) if losses else None,
+        # the logged losses, not result.training_loss, which after a resume covers the resumed steps only
+        "mean_loss": finite_or_none(sum(losses) / len(losses)) if losses else None,
+        "steps": trainer.state.global_step,
+        "runtime_s": round(runtime, 2),
+        "tokens": int(tokens),
+        "tokens_per_s": round(tokens / runtime, 1) if runtime else 0.0,
+        "peak_memory_mb": round(peak_memory_mb(), 1),
+        "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "resumed_from_step": resumed_from_step,
+        "examples": len(rows),
+        "skipped_too_long": too_long,
+        "batch_size": train.batch_size * train.gradient_accumulation_steps,
+        "micro_batch_size": plan.micro_batch,
+        "gradient_accumulation_steps": plan.accumulation,
+        "final_learning_rate_factor": ROLLBACK_LR_FACTOR ** sum(e["event"] == "rollback" for e in events),
+        "attention": attention or "default kernels",
+        "events": events,
+    }
+    return {"trainer": trainer, "stats": stats}
+
+
+MAX_ROLLBACKS = 3
+ROLLBACK_LR_FACTOR = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchPlan:
+    """An optimizer step of micro_batch x accumulation examples (per process)."""
+
+    micro_batch: int
+    accumulation: int
+
+    def halved(self) -> BatchPlan | None:
+        """The largest smaller micro-batch that divides this one, the same examples per step."""
+        for smaller in range(self.micro_batch // 2, 0, -1):
+            if self.micro_batch % smaller == 0:
+                return BatchPlan(smaller, self.accumulation * (self.micro_batch // smaller))
+        return None
+
+
+def make_trainer(model, dataset, tokenizer, train: TrainParams, plan: BatchPlan, checkpoint_dir: Path, dtype,
+                 callbacks: list, peft_config=None):
+    """An SFTTrainer for this plan. A later one (another micro-batch, a roll-back) takes the first
+    one's PEFT model and tokenized data as they are."""
+    from trl import SFTTrainer
+
+    prepared = peft_config is None
+    config = sft_config(train, plan, checkpoint_dir, dtype, prepared_dataset=prepared)
+    return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                      peft_config=peft_config, callbacks=callbacks)
+
+
+def sft_config(train: TrainParams, plan: BatchPlan, checkpoint_dir: Path, dtype, prepared_dataset: bool = False):
+    import torch
+    from trl import SFTConfig
+
+    on_gpu = torch.cuda.is_available()
+    return SFTConfig(
         output_dir=str(checkpoint_dir),
         num_train_epochs=train.epochs,
         max_steps=train.max_steps,
-        per_device_train_batch_size=train.batch_size,
-        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        per_device_train_batch_size=plan.micro_batch,
+        gradient_accumulation_steps=plan.accumulation,
         learning_rate=train.learning_rate,
         lr_scheduler_type=train.lr_scheduler,
         warmup_steps=train.warmup_steps,
         max_length=train.max_length,
-        gradient_checkpointing=train.gradient_checkpointing,
         bf16=on_gpu and dtype == torch.bfloat16,
         fp16=on_gpu and dtype == torch.float16,
         use_cpu=not on_gpu,
@@ -163,37 +231,83 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
         report_to="none",
         disable_tqdm=not bars_enabled(),
         include_num_input_tokens_seen="non_padding",
+        dataset_kwargs={"skip_prepare_dataset": True} if prepared_dataset else None,
+        **checkpointing(train.gradient_checkpointing),
         **length_grouping(train.group_by_length),
     )
-    resumed_from_step = int(resume_from.rsplit("-", 1)[-1]) if resume_from else 0
-    log_callback, guard = make_callbacks(loss_csv, resumed_from_step)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=lora_cfg, callbacks=[log_callback, guard])
-    if on_gpu:
-        torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume_from)
-    runtime = time.perf_counter() - started
-    if guard.problem:
-        raise SqloraError(f"{guard.problem}; no adapter written, last good checkpoint: "
-                          f"{last_good_checkpoint(checkpoint_dir)}")
-    tokens = trainer.state.num_input_tokens_seen
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    stats = {
-        "final_loss": round(float(losses[-1]), 5) if losses else float("nan"),
-        # the logged losses, not result.training_loss, which after a resume covers the resumed steps only
-        "mean_loss": round(sum(losses) / len(losses), 5) if losses else float("nan"),
-        "steps": trainer.state.global_step,
-        "runtime_s": round(runtime, 2),
-        "tokens": int(tokens),
-        "tokens_per_s": round(tokens / runtime, 1) if runtime else 0.0,
-        "peak_memory_mb": round(peak_memory_mb(), 1),
-        "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
-        "resumed_from_step": resumed_from_step,
-        "examples": len(rows),
-        "skipped_too_long": too_long,
-    }
-    return {"trainer": trainer, "stats": stats}
+
+
+def fit_micro_batch(trainer, plan: BatchPlan, sequence_length: int) -> BatchPlan:
+    """The largest micro-batch whose forward and backward over `sequence_length` tokens fit the
+    GPU (or the SQLORA_GPU_MEMORY_GB cap), with room kept for the optimizer's state."""
+    import torch
+
+    model = trainer.model
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    token = trainer.train_dataset[0]["input_ids"][0]
+    device = next(p for p in model.parameters() if p.requires_grad).device
+    while True:
+        try:
+            # Adam keeps two fp32 numbers per trainable weight: hold that much while probing
+            optimizer_state = torch.empty(2 * trainable, dtype=torch.float32, device=device)
+            ids = torch.full((plan.micro_batch, sequence_length), token, dtype=torch.long, device=device)
+            inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+            with trainer.accelerator.autocast():  # the loss exactly as a training step computes it
+                loss = trainer.compute_loss(model, inputs)
+            loss.backward()
+            del optimizer_state, ids, inputs, loss
+            return plan
+        except torch.cuda.OutOfMemoryError:
+            smaller = plan.halved()
+            if smaller is None:
+                raise SqloraError(f"one training example of {sequence_length} tokens does not fit in GPU memory: "
+                                  "lower train.max_length or turn on train.gradient_checkpointing") from None
+            plan = smaller
+        finally:
+            model.zero_grad(set_to_none=True)
+            metrics = getattr(trainer, "_metrics", {}).get("train", {})
+            for values in metrics.values():  # the probe's entropy and accuracy are no training step's
+                values.clear()
+            free_gpu_memory()
+
+
+def longest_example(trainer) -> int:
+    return max(len(ids) for ids in trainer.train_dataset["input_ids"])
+
+
+def release(trainer) -> None:
+    """Let go of a failed trainer's optimizer and gradients before the next one starts."""
+    trainer.optimizer = trainer.lr_scheduler = None
+    trainer.model.zero_grad(set_to_none=True)
+    free_gpu_memory()
+
+
+def step_of(checkpoint: str | Path | None) -> int:
+    return int(str(checkpoint).rsplit("-", 1)[-1]) if checkpoint else 0
+
+
+def last_finite_checkpoint(checkpoint_dir: Path) -> str | None:
+    """The newest complete checkpoint whose adapter weights are all finite."""
+    checkpoints = sorted(checkpoint_dir.glob("checkpoint-*"), key=step_of, reverse=True)
+    for checkpoint in checkpoints:
+        if (checkpoint / "trainer_state.json").is_file() and adapter_is_finite(checkpoint):
+            return str(checkpoint)
+    return None
+
+
+def adapter_is_finite(checkpoint: Path) -> bool:
+    import torch
+    from safetensors.torch import load_file
+
+    weights = checkpoint / "adapter_model.safetensors"
+    if not weights.is_file():
+        return False
+    return all(bool(torch.isfinite(t).all()) for t in load_file(str(weights)).values())
+
+
+def finite_or_none(value: float) -> float | None:
+    """A loss for a metrics file: JSON has no NaN, so a non-finite one is written as null."""
+    return round(float(value), 5) if math.isfinite(value) else None
 
 
 def fitting_rows(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
@@ -208,10 +322,16 @@ def fitting_rows(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dic
     return kept, len(rows) - len(kept)
 
 
+def checkpointing(enabled: bool) -> dict:
+    """Activation (gradient) checkpointing; transformers 5 renamed the option."""
+    from transformers import TrainingArguments
+
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return {"activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing": enabled}
+
+
 def length_grouping(enabled: bool) -> dict:
     """Batches of similar lengths waste less compute on padding; the option moved in transformers 5."""
-    import dataclasses
-
     from transformers import TrainingArguments
 
     if not enabled:

@@ -1,0 +1,134 @@
+"""What the trainer tells us as it goes: the loss curve, the divergence guard, a progress line
+when no bar is shown, and a lower learning rate after a roll-back."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+
+def is_main_process() -> bool:
+    """False in the extra processes of a data-parallel run (`accelerate launch`)."""
+    return int(os.environ.get("RANK", 0)) == 0
+
+
+class LossLog(TrainerCallback):
+    """Appends each logged loss to a CSV as it comes, so an interrupted run keeps its curve; the
+    last step is always logged, so a run shorter than `logging_steps` still has a loss."""
+
+    def __init__(self, loss_csv: Path, resumed_from_step: int):
+        self.loss_csv = loss_csv
+        if is_main_process():
+            self.keep_until(resumed_from_step)
+
+    def keep_until(self, step: int) -> None:
+        """Drop rows after `step` (a resumed or rolled-back run logs them again)."""
+        self.loss_csv.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if step and self.loss_csv.is_file():
+            with self.loss_csv.open(newline="") as f:
+                kept = [row for row in list(csv.reader(f))[1:] if row and int(row[0]) <= step]
+        with self.loss_csv.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["step", "loss", "learning_rate"])
+            writer.writerows(kept)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_log = True
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs and state.is_world_process_zero:
+            with self.loss_csv.open("a", newline="") as f:
+                csv.writer(f).writerow([state.global_step, round(float(logs["loss"]), 5),
+                                        logs.get("learning_rate", "")])
+
+
+class LossGuard(TrainerCallback):
+    """Stops a run whose loss is NaN/inf or collapses to zero, before it saves a broken adapter."""
+
+    def __init__(self):
+        self.problem: str | None = None
+        self.non_finite = False
+
+    def reset(self) -> None:
+        self.problem, self.non_finite = None, False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs:
+            return
+        loss = float(logs["loss"])
+        if math.isnan(loss) or math.isinf(loss):
+            self.problem = f"training loss became {loss} at step {state.global_step}"
+            self.non_finite = True
+        elif loss < 1e-4 and state.global_step > args.logging_steps:
+            self.problem = f"training loss collapsed to {loss:.2g} at step {state.global_step}"
+        if self.problem:
+            control.should_training_stop = True
+            control.should_save = False
+
+
+class ProgressLine(TrainerCallback):
+    """Off a terminal (no bar), a short line every `every_s` seconds: step, loss, tokens/s, ETA."""
+
+    def __init__(self, every_s: float = 30.0, stream=None):
+        self.every_s, self.stream = every_s, stream or sys.stdout
+        self.started = self.last_line = 0.0
+        self.first_step = self.first_tokens = 0
+        self.loss: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = self.last_line = time.perf_counter()
+        self.first_step, self.first_tokens = state.global_step, state.num_input_tokens_seen
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.loss = float(logs["loss"])
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.perf_counter()
+        last = state.global_step >= state.max_steps
+        if not state.is_world_process_zero or (now - self.last_line < self.every_s and not last):
+            return
+        self.last_line = now
+        elapsed = now - self.started
+        done = state.global_step - self.first_step
+        tokens_per_s = (state.num_input_tokens_seen - self.first_tokens) / elapsed if elapsed else 0.0
+        eta = elapsed / done * (state.max_steps - state.global_step) if done else 0.0
+        loss = "" if self.loss is None else f"  loss {self.loss:.4f}"
+        print(f"step {state.global_step}/{state.max_steps} ({state.global_step / max(state.max_steps, 1):.0%})"
+              f"{loss}  {tokens_per_s:,.0f} tokens/s  elapsed {clock(elapsed)}  eta {clock(eta)}",
+              file=self.stream, flush=True)
+
+
+class ScaleLearningRate(TrainerCallback):
+    """Multiplies the learning rate after the optimizer and schedule are restored from a
+    checkpoint (a resumed schedule would otherwise bring back the rate that diverged)."""
+
+    def __init__(self, factor: float):
+        self.factor = factor
+
+    def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+        if self.factor == 1.0:
+            return
+        if lr_scheduler is not None and hasattr(lr_scheduler, "base_lrs"):
+            lr_scheduler.base_lrs = [lr * self.factor for lr in lr_scheduler.base_lrs]
+            if hasattr(lr_scheduler, "_last_lr"):  # what the next log reports
+                lr_scheduler._last_lr = [lr * self.factor for lr in lr_scheduler._last_lr]
+        if optimizer is not None:
+            for group in optimizer.param_groups:
+                group["lr"] *= self.factor
+                if "initial_lr" in group:
+                    group["initial_lr"] *= self.factor
+        self.factor = 1.0  # once: a later resume reads the lowered rate from the checkpoint
+
+
+def clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
