@@ -1,16 +1,16 @@
-"""Spider hardness: hand-derived classes for each rule, and the counts on the real dev set."""
+"""Spider hardness: hand-derived classes for each rule, and the counts on the real dev set
+(when $SQLORA_SPIDER_ZIP names spider_data.zip)."""
 
 from __future__ import annotations
 
 import zipfile
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from sqlora.hardness import count_component1, count_component2, count_others, hardness, parse_shape, tokenize
-
-SPIDER_ZIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "spider_data.zip"
+from eval_fixtures import spider_zip_path
+from sqlora.hardness import count_component1, count_component2, count_others, hardness, parse_shape
+from sqlora.sqltokens import tokenize
 
 # (sql, component1, component2, others, class); the numbers are derived by hand from the rules
 CASES = [
@@ -101,9 +101,8 @@ def test_unknown_sql_gets_a_class_without_error():
 
 
 def _dev_gold_lines() -> tuple[list[tuple[str, str]], set[str]]:
-    if not SPIDER_ZIP.is_file():
-        pytest.skip(f"Spider data not found at {SPIDER_ZIP}")
-    with zipfile.ZipFile(SPIDER_ZIP) as archive:
+    spider_zip = spider_zip_path()
+    with zipfile.ZipFile(spider_zip) as archive:
         text = archive.read("spider_data/dev_gold.sql").decode("utf-8")
         present = {
             name.split("/")[2]
