@@ -10,7 +10,7 @@ import pytest
 
 from eval_fixtures import spider_zip_path
 from sqlora.hardness import count_component1, count_component2, count_others, hardness, parse_shape
-from sqlora.sqltokens import tokenize
+from sqlora.sqltokens import Token, significant, tokenize
 
 # (sql, component1, component2, others, class); the numbers are derived by hand from the rules
 CASES = [
@@ -93,6 +93,22 @@ def test_tokenize_gives_the_text_back():
     kinds = [token.kind for token in tokenize(sql) if token.kind not in ("space", "comment")]
     assert kinds[:2] == ["word", "quoted"]
     assert "number" in kinds and "ident" in kinds and "string" in kinds
+
+
+def test_one_tokenizer_for_the_guard_the_metric_and_plug_value():
+    import sqlora.evaluate
+    import sqlora.hardness
+    import sqlora.plugvalue
+    import sqlora.sqlexec
+    import sqlora.sqltokens
+
+    for module in (sqlora.hardness, sqlora.plugvalue, sqlora.sqlexec, sqlora.evaluate):
+        assert module.tokenize is sqlora.sqltokens.tokenize, module.__name__
+    tokens = tokenize("SELECT a -- why\n FROM t /* c */ ;")
+    assert [t.text for t in significant(tokens)] == ["SELECT", "a", "FROM", "t", ";"]
+    assert [t.kind for t in tokens if t.kind == "comment"] == ["comment", "comment"]
+    assert [t.is_literal for t in tokenize("'a' \"b\" 3 c")] == [True, False, True, False, True, False, False]
+    assert Token("word", "SeLeCt").low == "select"
 
 
 def test_unknown_sql_gets_a_class_without_error():
