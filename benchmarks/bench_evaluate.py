@@ -1,9 +1,9 @@
 """Time sqlora.evaluate on the real Spider dev set with generated predictions.
 
-    python benchmarks/bench_evaluate.py [--zip ../shared/data/spider_data.zip] [--workers N]
-                                        [--measure-cap]
+    python benchmarks/bench_evaluate.py [--zip spider_data.zip] [--workers N] [--measure-cap]
 
-The Spider zip is extracted to a temporary folder (nothing is written to the repository).
+--zip defaults to $SQLORA_SPIDER_ZIP.  The Spider zip is extracted to a temporary folder (nothing
+is written to the repository).
 Prediction sets, all over the 972 dev questions whose database is present:
 
 - gold:       the gold query itself (everything right);
@@ -23,6 +23,7 @@ whose plug-value search hit its bound, and reports how many verdicts the bound c
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import sys
@@ -31,11 +32,11 @@ import time
 import zipfile
 from pathlib import Path
 
-from sqlora.evaluate import DatabaseCache, Question, Settings, evaluate, judge
-from sqlora.hardness import tokenize
+from sqlora.evaluate import Question, Settings, evaluate, judge
+from sqlora.sqlexec import DatabaseCache
+from sqlora.sqltokens import tokenize
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_ZIP = REPO_ROOT.parent / "shared" / "data" / "spider_data.zip"
+SPIDER_ZIP_VARIABLE = "SQLORA_SPIDER_ZIP"
 
 
 def extract(zip_path: Path, target: Path) -> Path:
@@ -125,10 +126,13 @@ def measure_cap(result, db_dir: Path, limit: int) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--zip", type=Path, default=DEFAULT_ZIP)
+    parser.add_argument("--zip", type=Path, default=os.environ.get(SPIDER_ZIP_VARIABLE) or None,
+                        help=f"Spider's spider_data.zip (default: ${SPIDER_ZIP_VARIABLE})")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--measure-cap", action="store_true")
     args = parser.parse_args()
+    if args.zip is None:
+        sys.exit(f"error: give --zip or set {SPIDER_ZIP_VARIABLE} to the path of spider_data.zip")
     if not args.zip.is_file():
         sys.exit(f"error: Spider zip not found: {args.zip}")
 

@@ -1,7 +1,7 @@
 """Score a prediction run's beam candidates several ways: the beam's best alone, the candidate the
-run kept, the candidate the current `stages/predict.py` would keep (execution-guided choice), the
-same choice among only the first k candidates (what fewer candidates might give), a vote over the
-candidates' results, and the ceiling (a question counts when any candidate is right).
+run kept, the candidate the predict stage would keep now (execution-guided choice,
+`sqlexec.choose_candidates`), the same choice among only the first k candidates (what fewer
+candidates might give), a vote over the candidates' results, and the ceiling (a question counts when any candidate is right).
 It reads generations.jsonl from a run with predict.num_candidates > 1; no model, no GPU.
 
     python benchmarks/rescore_candidates.py outputs/predictions/finetuned/generations.jsonl
@@ -10,25 +10,22 @@ It reads generations.jsonl from a run with predict.num_candidates > 1; no model,
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from sqlora.evaluate import ALL_LEVELS as HARDNESS
 from sqlora.evaluate import ORDER_BY, evaluate, score
 from sqlora.prompts import extract_sql
-
-ROOT = Path(__file__).resolve().parents[1]
-HARDNESS = ("easy", "medium", "hard", "extra", "all")
+from sqlora.sqlexec import choose_candidates
 
 
-def predict_stage():
-    spec = importlib.util.spec_from_file_location("predict_stage", ROOT / "stages" / "predict.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def choose(records: list[dict], candidates: list[list[str]], db_dir: Path, rule=None) -> list[int]:
+    """The predict stage's choice (or rule's) among raw generations."""
+    options = {"rule": rule} if rule is not None else {}
+    return choose_candidates(records, candidates, db_dir, extract=extract_sql, **options)
 
 
 def vote(sqls: list[str], database) -> int:
@@ -45,10 +42,10 @@ def vote(sqls: list[str], database) -> int:
     return min(groups.items(), key=lambda item: (not item[0][0], -len(item[1]), item[1][0]))[1][0]
 
 
-def first_k(stage, records: list[dict], candidates: list[list[str]], k: int, db_dir: Path) -> list[str]:
+def first_k(records: list[dict], candidates: list[list[str]], k: int, db_dir: Path) -> list[str]:
     """The SQL the current rule keeps when it sees only each question's first k candidates."""
     shorter = [c[:k] for c in candidates]
-    return [extract_sql(c[i]) for c, i in zip(shorter, stage.choose(records, shorter, db_dir))]
+    return [extract_sql(c[i]) for c, i in zip(shorter, choose(records, shorter, db_dir))]
 
 
 def ceiling(gold: Path, candidates: list[list[str]], db_dir: Path) -> dict:
@@ -73,15 +70,14 @@ def main() -> None:
     if not all("candidates" in r for r in records):
         sys.exit(f"{args.generations}: no candidates (a run with predict.num_candidates > 1 writes them)")
     candidates = [r["candidates"] for r in records]
-    stage = predict_stage()
-    chosen = stage.choose(records, candidates, args.db)
+    chosen = choose(records, candidates, args.db)
     rules = {
         "beam's best": [extract_sql(c[0]) for c in candidates],
         "kept by the run": [r["sql"] for r in records],
         "kept by the current code": [extract_sql(c[i]) for c, i in zip(candidates, chosen)],
-        **{f"kept by the current code, first {k} only": first_k(stage, records, candidates, k, args.db)
+        **{f"kept by the current code, first {k} only": first_k(records, candidates, k, args.db)
            for k in range(2, max(map(len, candidates)))},
-        "vote over results": [extract_sql(c[i]) for c, i in zip(candidates, stage.choose(records, candidates, args.db, rule=vote))],
+        "vote over results": [extract_sql(c[i]) for c, i in zip(candidates, choose(records, candidates, args.db, rule=vote))],
     }
     print("| candidate | " + " | ".join(HARDNESS) + " |")
     print("|---|" + "---|" * len(HARDNESS))

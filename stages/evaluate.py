@@ -1,21 +1,25 @@
 """evaluate: execution accuracy by Spider hardness, strict and with plug-value, for the base
-model, the fine-tuned one and their difference."""
+model, the fine-tuned one and their difference.
+
+All prediction files are judged in one pass (each gold query runs once per database); the
+outputs are written only once everything is judged, each one whole or not at all."""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
-import sys
 from pathlib import Path
 
-
 from sqlora.errors import SqloraError, run_stage
-from sqlora.evaluate import evaluate, format_table
+from sqlora.evaluate import ALL_LEVELS, EvalResult, evaluate_files, format_table
+from sqlora.files import replace_dir, staging_area, write_text_atomic
 from sqlora.params import Params
 
-LEVELS = ("easy", "medium", "hard", "extra", "all")
 MODES = {"exec": False, "plug": True}  # metric name -> plug_value
+MODE_TITLES = {"exec": "strict", "plug": "plug-value"}
+PER_QUESTION = "per_question.jsonl"
 
 
 def named_path(text: str) -> tuple[str, Path]:
@@ -23,6 +27,55 @@ def named_path(text: str) -> tuple[str, Path]:
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
     return name, Path(path)
+
+
+def metric_name(name: str, mode: str, level: str) -> str:
+    return f"{name}_{mode}_{level}"
+
+
+def build_metrics(results: dict[str, dict[str, EvalResult]]) -> dict[str, float | int]:
+    """metrics/eval.json: {name}_{mode}_{level} for each model, delta_{mode}_{level} (the second
+    model minus the first) when there are two, then count_{level}."""
+    metrics: dict[str, float | int] = {}
+    counts: dict[str, int] = {}
+    for name, by_mode in results.items():
+        for mode, result in by_mode.items():
+            for level in ALL_LEVELS:
+                metrics[metric_name(name, mode, level)] = round(result.scores[level]["exec"], 4)
+                counts[f"count_{level}"] = int(result.scores[level]["count"])
+    names = list(results)
+    if len(names) == 2:  # e.g. finetuned minus base
+        first, second = names
+        for mode in MODES:
+            for level in ALL_LEVELS:
+                metrics[f"delta_{mode}_{level}"] = round(
+                    metrics[metric_name(second, mode, level)] - metrics[metric_name(first, mode, level)], 4)
+    return {**metrics, **counts}
+
+
+def plot_text(metrics: dict, names: list[str]) -> str:
+    """metrics/accuracy_by_hardness.csv: strict accuracy per model and level (csv's \\r\\n lines)."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(["bar", "model", "hardness", "exec"])
+    for name in names:
+        for level in ALL_LEVELS:
+            writer.writerow([f"{name} {level}", name, level, metrics[metric_name(name, "exec", level)]])
+    return buffer.getvalue()
+
+
+def per_question_text(results: dict[str, dict[str, EvalResult]]) -> str:
+    """One JSON line per question: index, db_id, hardness, then {name}_{mode} (0/1) and
+    {name}_{mode}_error for each model and mode."""
+    rows: dict[int, dict] = {}
+    for name, by_mode in results.items():
+        for mode, result in by_mode.items():
+            for record in result.per_question:
+                row = rows.setdefault(record["index"], {
+                    "index": record["index"], "db_id": record["db_id"], "hardness": record["hardness"]})
+                row[f"{name}_{mode}"] = record["exec"]
+                row[f"{name}_{mode}_error"] = record["error"]
+    return "".join(json.dumps(rows[index]) + "\n" for index in sorted(rows))
 
 
 def main() -> None:
@@ -38,50 +91,32 @@ def main() -> None:
     args = parser.parse_args()
 
     params = Params.read(args.params).eval
-    timeout, keep_distinct, workers = params.timeout, params.keep_distinct, params.workers or None
     for name, path in args.pred:
         if not path.is_file():
             raise SqloraError(f"predictions for {name} not found: {path}")
 
-    counts: dict[str, int] = {}
-    metrics: dict[str, float] = {}
-    per_question: dict[int, dict] = {}
-    for name, path in args.pred:
-        for mode, plug_value in MODES.items():
-            result = evaluate(args.gold, path, args.db, plug_value=plug_value, keep_distinct=keep_distinct,
-                              timeout=timeout, workers=workers)
-            print(f"\n{name} ({'plug-value' if plug_value else 'strict'} execution accuracy)")
+    judged = evaluate_files(args.gold, [path for _, path in args.pred], args.db,
+                            plug_values=tuple(MODES.values()), keep_distinct=params.keep_distinct,
+                            timeout=params.timeout, workers=params.workers or None)
+    results: dict[str, dict[str, EvalResult]] = {}
+    for (name, _), by_plug_value in zip(args.pred, judged):
+        results[name] = {mode: by_plug_value[plug_value] for mode, plug_value in MODES.items()}
+        for mode, result in results[name].items():
+            print(f"\n{name} ({MODE_TITLES[mode]} execution accuracy)")
             print(format_table(result))
-            for level in LEVELS:
-                metrics[f"{name}_{mode}_{level}"] = round(result.scores[level]["exec"], 4)
-                counts[f"count_{level}"] = int(result.scores[level]["count"])
-            for row in result.per_question:
-                entry = per_question.setdefault(row["index"], {
-                    "index": row["index"], "db_id": row["db_id"], "hardness": row["hardness"]})
-                entry[f"{name}_{mode}"] = row["exec"]
-                entry[f"{name}_{mode}_error"] = row["error"]
-    names = [name for name, _ in args.pred]
-    if len(names) == 2:  # e.g. finetuned minus base
-        first, second = names
-        for mode in MODES:
-            for level in LEVELS:
-                metrics[f"delta_{mode}_{level}"] = round(
-                    metrics[f"{second}_{mode}_{level}"] - metrics[f"{first}_{mode}_{level}"], 4)
 
-    args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps({**metrics, **counts}, indent=2) + "\n", encoding="utf-8")
-    args.plot.parent.mkdir(parents=True, exist_ok=True)
-    with args.plot.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["bar", "model", "hardness", "exec"])
-        for name in names:
-            for level in LEVELS:
-                writer.writerow([f"{name} {level}", name, level, metrics[f"{name}_exec_{level}"]])
-    args.out.mkdir(parents=True, exist_ok=True)
-    with (args.out / "per_question.jsonl").open("w", encoding="utf-8") as f:
-        for index in sorted(per_question):
-            f.write(json.dumps(per_question[index]) + "\n")
-    print(f"\nwrote {args.metrics}, {args.plot}, {args.out / 'per_question.jsonl'}")
+    metrics = build_metrics(results)
+    metrics_text = json.dumps(metrics, indent=2) + "\n"
+    plot = plot_text(metrics, list(results))
+    per_question = per_question_text(results)
+
+    # everything is judged: publish, each output whole or not at all
+    with staging_area(args.out) as staging:
+        (staging / PER_QUESTION).write_text(per_question, encoding="utf-8", newline="\n")
+        replace_dir(staging, args.out)
+    write_text_atomic(args.plot, plot)
+    write_text_atomic(args.metrics, metrics_text)
+    print(f"\nwrote {args.metrics}, {args.plot}, {args.out / PER_QUESTION}")
 
 
 if __name__ == "__main__":

@@ -20,25 +20,11 @@ if sys.platform == "linux":
 
 
 from sqlora.errors import SqloraError, run_stage
-from sqlora.evaluate import DatabaseCache, database_files
 from sqlora.devices import cap_gpu_memory, describe_device, predict_on_devices, prediction_devices
 from sqlora.files import replace_dir, staging_area, write_text_atomic
 from sqlora.params import Params
 from sqlora.prompts import extract_sql
-from sqlora.sqlexec import first_runnable
-
-
-def choose(questions: list[dict], candidates: list[list[str]], db_dir: Path, rule=first_runnable) -> list[int]:
-    """For each question, the index of the candidate to keep (see the module's docstring); `rule`
-    picks among one question's SQL candidates, given its database."""
-    if all(len(c) <= 1 for c in candidates):
-        return [0] * len(questions)
-    chosen = []
-    with DatabaseCache() as databases:
-        for question, sqls in zip(questions, candidates):
-            files = database_files(db_dir, question["db_id"])
-            chosen.append(rule([extract_sql(t) for t in sqls], databases.get(files[0])) if files else 0)
-    return chosen
+from sqlora.sqlexec import choose_candidates
 
 
 def main() -> None:
@@ -70,7 +56,7 @@ def main() -> None:
         batch_size=predict.batch_size, max_new_tokens=predict.max_new_tokens,
         answer_prefix=predict.answer_prefix, num_candidates=predict.num_candidates,
         desc=f"predict {args.out.name}")
-    chosen = choose(questions, candidates, args.db)
+    chosen = choose_candidates(questions, candidates, args.db, extract=extract_sql)
 
     sqls = [extract_sql(texts[pick]) for texts, pick in zip(candidates, chosen)]
     records = []

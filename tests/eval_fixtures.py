@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from pathlib import Path
+
+import pytest
+
+SPIDER_ZIP_VARIABLE = "SQLORA_SPIDER_ZIP"
 
 SINGERS = [
     (1, "Joe Sharp", "Netherlands", 52, "x"),
@@ -60,3 +65,15 @@ def folder_digest(folder: Path) -> dict[str, str]:
         for path in sorted(folder.rglob("*"))
         if path.is_file()
     }
+
+
+def spider_zip_path() -> Path:
+    """The official spider_data.zip named by $SQLORA_SPIDER_ZIP; skips the test when it is unset
+    (and fails it when it names no file: a mistyped path should not pass as a skip)."""
+    value = os.environ.get(SPIDER_ZIP_VARIABLE, "").strip()
+    if not value:
+        pytest.skip(f"set {SPIDER_ZIP_VARIABLE} to the path of Spider's spider_data.zip to run this test")
+    path = Path(value).expanduser()
+    if not path.is_file():
+        pytest.fail(f"{SPIDER_ZIP_VARIABLE}={value}: no such file")
+    return path

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from collections import Counter
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 
+import sqlora.evaluate as evaluate_module
 from eval_fixtures import concert_database, folder_digest, make_database, write_questions
 from sqlora.errors import SqloraError
-from sqlora.evaluate import EvalResult, evaluate, format_table, prepare_sql, results_match
+from sqlora.evaluate import (
+    EvalResult,
+    evaluate,
+    evaluate_files,
+    fill_placeholder,
+    format_table,
+    prepare_sql,
+    results_match,
+    worker_count,
+)
 from sqlora.plugvalue import PlugSearch
+from sqlora.sqlexec import ReadOnlyDatabase
 
 
 @pytest.fixture
@@ -284,7 +299,8 @@ def test_a_gold_with_non_ascii_text(tmp_path):
 
 def test_plug_value_bound_can_only_lose_a_match(tmp_path, db_dir):
     """A match that the bounded search does not reach is judged wrong, and flagged."""
-    from sqlora.evaluate import DatabaseCache, Question, Settings, judge
+    from sqlora.evaluate import Question, Settings, judge
+    from sqlora.sqlexec import DatabaseCache
 
     gold = "SELECT name FROM singer WHERE age > 30 AND country = 'France' AND id < 5"
     # the right assignment needs every slot to take a value that is not its favourite
@@ -302,14 +318,171 @@ def test_current_year_is_2020_like_the_reference(tmp_path, db_dir):
     assert verdicts(tmp_path, db_dir, pairs) == [1]
 
 
-def test_connection_cache_closes_the_least_recently_used(tmp_path):
-    from sqlora.evaluate import DatabaseCache
+# --- the reference's "value" placeholder ------------------------------------------------------
 
-    paths = [make_database(tmp_path / f"d{i}.sqlite", "CREATE TABLE t (x)") for i in range(3)]
-    with DatabaseCache(max_open=2) as databases:
-        first = databases.get(paths[0])
-        databases.get(paths[1])
-        assert databases.get(paths[0]) is first
-        databases.get(paths[2])  # closes paths[1], the least recently used
-        assert databases.get(paths[0]) is first
-        assert databases.get(paths[2]).run("SELECT count(*) FROM t").rows == [(0,)]
+
+def test_fill_placeholder_is_a_plain_lower_case_substring_replace():
+    sql = "SELECT value, values, value_id, Value, VALUE FROM t WHERE x = 'value' LIMIT value"
+    assert fill_placeholder(sql) == "SELECT 1, 1s, 1_id, Value, VALUE FROM t WHERE x = '1' LIMIT 1"
+    assert fill_placeholder("SELECT 1") == "SELECT 1"
+
+
+PLACEHOLDER_PAIRS = [
+    # the placeholder where a value goes: judged as 1
+    ("SELECT name FROM singer ORDER BY age LIMIT 1", "SELECT name FROM singer ORDER BY age LIMIT value"),
+    ("SELECT name FROM singer WHERE id = 1", "SELECT name FROM singer WHERE id = value"),
+    # anywhere in the text, names and strings included, like the reference
+    ("SELECT 1 FROM singer", "SELECT value FROM singer"),
+    ("SELECT '1s'", "SELECT 'values'"),
+    # upper case is left alone
+    ("SELECT name FROM singer WHERE id = 1", "SELECT name FROM singer WHERE id = VALUE"),
+    # the gold is never rewritten
+    ("SELECT 'value'", "SELECT 'value'"),
+    # as 1 it is wrong; under plug-value the 1 is a slot that takes the gold's 50
+    ("SELECT name FROM singer WHERE age > 50", "SELECT name FROM singer WHERE age > value"),
+    ("SELECT name FROM singer ORDER BY age DESC LIMIT 3", "SELECT name FROM singer ORDER BY age DESC LIMIT value"),
+]
+
+
+def test_value_placeholder_strict(tmp_path, db_dir):
+    records = judge_pairs(tmp_path, db_dir, PLACEHOLDER_PAIRS)
+    assert [r["exec"] for r in records] == [1, 1, 1, 1, 0, 0, 0, 0]
+    assert records[4]["error"] == "execution error: no such column: VALUE"
+    assert records[5]["error"] == "wrong result"
+    assert records[6]["error"] == "too many rows (gold has 1)"
+    assert records[7]["error"] == "wrong result"
+    # the per-question record keeps the prediction as written
+    assert [r["pred"] for r in records] == [pred for _, pred in PLACEHOLDER_PAIRS]
+
+
+def test_value_placeholder_plug_value(tmp_path, db_dir):
+    records = judge_pairs(tmp_path, db_dir, PLACEHOLDER_PAIRS, plug_value=True)
+    # 'value' in a string is a slot too: under plug-value the gold's own 'value' fills it
+    assert [r["exec"] for r in records] == [1, 1, 1, 1, 0, 1, 1, 1]
+    assert records[4]["error"] == "execution error: no such column: VALUE"
+    assert records[4]["plug_tried"] == 0  # a compile error: no value can repair it
+    assert records[6]["plug_tried"] >= 1 and records[7]["plug_tried"] >= 1
+
+
+# --- one pass over several prediction files and both modes ----------------------------------------
+
+
+# (gold, prediction of file a, prediction of file b); no prediction, as written or with gold
+# values plugged in, has the text of its gold (the test below counts runs by text)
+ONE_PASS_QUESTIONS = [
+    ("SELECT name FROM singer WHERE country = 'France'", "select name FROM singer WHERE country = 'france'",
+     "SELECT name  FROM singer WHERE country = 'France'"),
+    ("SELECT count(*) FROM singer", "SELECT count(*)  FROM singer", ""),
+    ("SELECT name FROM singer WHERE age > 40", "SELECT name FROM singer WHERE age >  30",
+     "SELEC name FROM singer"),
+    ("SELECT max(age) FROM singer", "SELECT min(age) FROM singer", "SELECT max(age)  FROM singer"),
+    ("SELECT 1 AS one", "SELECT value", "DROP TABLE singer"),
+]
+
+
+def write_two_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    gold, pred_a = write_questions(tmp_path, [(g, a) for g, a, _ in ONE_PASS_QUESTIONS])
+    pred_b = tmp_path / "pred_b.sql"
+    pred_b.write_text("".join(f"{b}\n" for _, _, b in ONE_PASS_QUESTIONS), encoding="utf-8")
+    return gold, pred_a, pred_b
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_one_pass_gives_what_separate_runs_give(tmp_path, db_dir, workers):
+    gold, pred_a, pred_b = write_two_files(tmp_path)
+    together = evaluate_files(gold, [pred_a, pred_b], db_dir, plug_values=(False, True), workers=workers)
+    assert len(together) == 2 and all(set(by_mode) == {False, True} for by_mode in together)
+    for pred, by_mode in zip((pred_a, pred_b), together):
+        for plug_value, result in by_mode.items():
+            alone = evaluate(gold, pred, db_dir, plug_value=plug_value, workers=workers)
+            assert result.per_question == alone.per_question
+            assert result.scores == alone.scores
+    assert [r["exec"] for r in together[0][False].per_question] == [0, 1, 0, 0, 1]
+    assert [r["exec"] for r in together[0][True].per_question] == [1, 1, 1, 0, 1]
+    assert [r["exec"] for r in together[1][False].per_question] == [1, 0, 0, 1, 0]
+
+
+def test_one_pass_runs_each_gold_once_per_database_and_each_prediction_once(tmp_path, db_dir, monkeypatch):
+    concert_database(tmp_path / "variant", singers=[(1, "A", "France", 40, None)], numbers=1)
+    (tmp_path / "variant" / "concert" / "concert.sqlite").rename(db_dir / "concert" / "concert_variant.sqlite")
+    runs: Counter = Counter()
+    original_run = ReadOnlyDatabase.run
+
+    def counting_run(self, sql, **options):
+        runs[sql] += 1
+        return original_run(self, sql, **options)
+
+    monkeypatch.setattr(ReadOnlyDatabase, "run", counting_run)
+    gold, pred_a, pred_b = write_two_files(tmp_path)
+    evaluate_files(gold, [pred_a, pred_b], db_dir, plug_values=(False, True), workers=1)
+    for gold_sql, a, b in ONE_PASS_QUESTIONS:
+        assert runs[gold_sql] == 2, gold_sql  # two databases, once each
+        for pred in (a, b):
+            if pred.strip() and not pred.startswith("DROP"):
+                # as written: once per database at most (a wrong result stops at the first)
+                assert 1 <= runs[fill_placeholder(pred)] <= 2, pred
+
+
+def test_no_mode_is_an_error(tmp_path, db_dir):
+    gold, pred_a, _ = write_two_files(tmp_path)
+    with pytest.raises(SqloraError, match="plug_values"):
+        evaluate_files(gold, [pred_a], db_dir, plug_values=())
+
+
+def test_each_prediction_file_must_pair_with_the_gold(tmp_path, db_dir):
+    gold, pred_a, pred_b = write_two_files(tmp_path)
+    pred_b.write_text("SELECT 1\n", encoding="utf-8")
+    with pytest.raises(SqloraError, match=r"5 gold lines .* 1 prediction lines"):
+        evaluate_files(gold, [pred_a, pred_b], db_dir)
+
+
+# --- worker processes on Windows ------------------------------------------------------------------
+
+
+def test_workers_are_capped_at_61_on_windows(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 128)
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert worker_count(None) == 61 and worker_count(0) == 61 and worker_count(100) == 61
+    assert worker_count(8) == 8 and worker_count(1) == 1
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert worker_count(None) == 128 and worker_count(100) == 100
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert worker_count(None) == 1
+
+
+class WindowsLikePool:
+    """ProcessPoolExecutor as Windows has it (at most 61 workers), running tasks in this process."""
+
+    sizes: list[int] = []
+
+    def __init__(self, max_workers, mp_context=None):
+        if max_workers > 61:
+            raise ValueError("max_workers must be <= 61")
+        WindowsLikePool.sizes.append(max_workers)
+
+    def submit(self, function, *args):
+        future = Future()
+        future.set_result(function(*args))
+        return future
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return None
+
+
+def test_a_machine_with_128_cpus_on_windows_evaluates(tmp_path, db_dir, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 128)
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(evaluate_module, "ProcessPoolExecutor", WindowsLikePool)
+    monkeypatch.setattr(evaluate_module, "_PROCESS_DATABASES", None)
+    WindowsLikePool.sizes = []
+    pairs = [("SELECT count(*) FROM singer", "SELECT count(*) FROM singer")] * 200
+    try:
+        result = evaluate(*write_questions(tmp_path, pairs), db_dir, workers=None)
+    finally:
+        if evaluate_module._PROCESS_DATABASES is not None:
+            evaluate_module._PROCESS_DATABASES.close()
+    assert WindowsLikePool.sizes == [61]
+    assert result.scores["all"] == {"count": 200, "exec": 1.0}

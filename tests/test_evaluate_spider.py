@@ -1,4 +1,4 @@
-"""The real Spider dev set (skipped when ../shared/data/spider_data.zip is absent)."""
+"""The real Spider dev set (skipped unless $SQLORA_SPIDER_ZIP names spider_data.zip)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from eval_fixtures import spider_zip_path
 from sqlora.evaluate import evaluate
-from sqlora.hardness import tokenize
-
-SPIDER_ZIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "spider_data.zip"
+from sqlora.sqltokens import tokenize
 
 
 @pytest.fixture(scope="module")
 def spider_dev(tmp_path_factory) -> tuple[Path, Path, list[str]]:
     """(dev_gold.sql, database folder, gold SQL lines) with only the dev databases extracted."""
-    if not SPIDER_ZIP.is_file():
-        pytest.skip(f"Spider data not found at {SPIDER_ZIP}")
+    spider_zip = spider_zip_path()
     target = tmp_path_factory.mktemp("spider")
-    with zipfile.ZipFile(SPIDER_ZIP) as archive:
+    with zipfile.ZipFile(spider_zip) as archive:
         gold_text = archive.read("spider_data/dev_gold.sql").decode("utf-8")
         dev_ids = {line.rsplit("\t", 1)[1] for line in gold_text.splitlines() if line.strip()}
         members = [

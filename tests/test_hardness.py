@@ -1,16 +1,16 @@
-"""Spider hardness: hand-derived classes for each rule, and the counts on the real dev set."""
+"""Spider hardness: hand-derived classes for each rule, and the counts on the real dev set
+(when $SQLORA_SPIDER_ZIP names spider_data.zip)."""
 
 from __future__ import annotations
 
 import zipfile
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from sqlora.hardness import count_component1, count_component2, count_others, hardness, parse_shape, tokenize
-
-SPIDER_ZIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "spider_data.zip"
+from eval_fixtures import spider_zip_path
+from sqlora.hardness import count_component1, count_component2, count_others, hardness, parse_shape
+from sqlora.sqltokens import Token, significant, tokenize
 
 # (sql, component1, component2, others, class); the numbers are derived by hand from the rules
 CASES = [
@@ -95,15 +95,30 @@ def test_tokenize_gives_the_text_back():
     assert "number" in kinds and "ident" in kinds and "string" in kinds
 
 
+def test_one_tokenizer_for_the_guard_the_metric_and_plug_value():
+    import sqlora.evaluate
+    import sqlora.hardness
+    import sqlora.plugvalue
+    import sqlora.sqlexec
+    import sqlora.sqltokens
+
+    for module in (sqlora.hardness, sqlora.plugvalue, sqlora.sqlexec, sqlora.evaluate):
+        assert module.tokenize is sqlora.sqltokens.tokenize, module.__name__
+    tokens = tokenize("SELECT a -- why\n FROM t /* c */ ;")
+    assert [t.text for t in significant(tokens)] == ["SELECT", "a", "FROM", "t", ";"]
+    assert [t.kind for t in tokens if t.kind == "comment"] == ["comment", "comment"]
+    assert [t.is_literal for t in tokenize("'a' \"b\" 3 c")] == [True, False, True, False, True, False, False]
+    assert Token("word", "SeLeCt").low == "select"
+
+
 def test_unknown_sql_gets_a_class_without_error():
     for sql in ["", "DROP TABLE x", "SELECT (((", "WITH a AS (SELECT 1) SELECT * FROM a", "x" * 10_000]:
         assert hardness(sql) in ("easy", "medium", "hard", "extra")
 
 
 def _dev_gold_lines() -> tuple[list[tuple[str, str]], set[str]]:
-    if not SPIDER_ZIP.is_file():
-        pytest.skip(f"Spider data not found at {SPIDER_ZIP}")
-    with zipfile.ZipFile(SPIDER_ZIP) as archive:
+    spider_zip = spider_zip_path()
+    with zipfile.ZipFile(spider_zip) as archive:
         text = archive.read("spider_data/dev_gold.sql").decode("utf-8")
         present = {
             name.split("/")[2]

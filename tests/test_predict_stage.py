@@ -1,4 +1,5 @@
-"""The predict stage: execution-guided choice among candidates, and what it writes."""
+"""The predict stage: execution-guided choice among candidates (sqlexec.choose_candidates, as the
+stage calls it), and what the stage writes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ os.environ.setdefault("SQLORA_PROGRESS", "0")
 
 import importlib.util  # noqa: E402
 import json  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -17,7 +19,8 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 from eval_fixtures import concert_database, folder_digest, make_database  # noqa: E402
-from sqlora.prompts import build_prompt  # noqa: E402
+from sqlora.prompts import build_prompt, extract_sql  # noqa: E402
+from sqlora.sqlexec import choose_candidates  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUANT16 = {"bits": 16, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
@@ -50,7 +53,27 @@ def question(index: int, db_id: str = "concert", text: str = "How many singers?"
 
 # ---------------------------------------------------------------- choose
 
-def test_choose_keeps_the_first_candidate_that_runs_with_rows_on_its_database(stage, db_dir):
+def choose(questions, candidates, db_dir, **options):
+    """The choice as the stage makes it: candidates are raw generations."""
+    return choose_candidates(questions, candidates, db_dir, extract=extract_sql, **options)
+
+
+def test_the_stage_chooses_with_sqlexec_and_does_not_import_the_evaluator():
+    code = ("import importlib.util, sys; "
+            f"spec = importlib.util.spec_from_file_location('stage', {str(ROOT / 'stages' / 'predict.py')!r}); "
+            "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module); "
+            "print(sorted(name for name in sys.modules if name.startswith('sqlora.'))); "
+            "print(hasattr(module, 'choose'), module.choose_candidates.__module__)")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    modules, facts = done.stdout.strip().splitlines()[-2:]
+    assert "sqlora.evaluate" not in modules and "sqlora.plugvalue" not in modules
+    assert "sqlora.hardness" not in modules
+    assert facts == "False sqlora.sqlexec"
+
+
+def test_choose_keeps_the_first_candidate_that_runs_with_rows_on_its_database(db_dir):
     questions = [question(0), question(1), question(2, "pets"), question(3, "pets")]
     candidates = [
         ["SELECT nope FROM singer", "SELECT name FROM singer", "SELECT 1"],
@@ -59,35 +82,35 @@ def test_choose_keeps_the_first_candidate_that_runs_with_rows_on_its_database(st
         ["SELECT nope", "SELEC kind FROM pet", "SELECT kind FROM nowhere"],  # none runs: the best
     ]
     before = folder_digest(db_dir)
-    assert stage.choose(questions, candidates, db_dir) == [1, 0, 1, 0]
+    assert choose(questions, candidates, db_dir) == [1, 0, 1, 0]
     assert folder_digest(db_dir) == before
 
 
-def test_choose_reads_the_sql_out_of_each_generation(stage, db_dir):
+def test_choose_reads_the_sql_out_of_each_generation(db_dir):
     """Candidates are raw generations: their SQL is what runs (end tokens and prose cut off)."""
     candidates = [["SELECT nope FROM singer;<|im_end|>",
                    "SELECT name FROM singer WHERE age > 50;\nThis query lists the old singers.<|im_end|>"],
                   ["Sorry, I cannot answer that.", "SELECT count(*) FROM singer"]]
-    assert stage.choose([question(0), question(1)], candidates, db_dir) == [1, 1]
+    assert choose([question(0), question(1)], candidates, db_dir) == [1, 1]
 
 
-def test_choose_with_single_candidates_is_all_zeros_without_any_database(stage, tmp_path):
+def test_choose_with_single_candidates_is_all_zeros_without_any_database(tmp_path):
     questions = [question(0), question(1, "pets")]
     missing = tmp_path / "no_such_dir"
-    assert stage.choose(questions, [["SELECT nope"], ["SELECT 1"]], missing) == [0, 0]
-    assert stage.choose([], [], missing) == []
+    assert choose(questions, [["SELECT nope"], ["SELECT 1"]], missing) == [0, 0]
+    assert choose([], [], missing) == []
     assert not missing.exists()
 
 
-def test_choose_gives_zero_where_the_database_is_missing(stage, db_dir):
+def test_choose_gives_zero_where_the_database_is_missing(db_dir):
     questions = [question(0, "no_such_db"), question(1)]
     candidates = [["SELECT nope", "SELECT 1"], ["SELECT nope", "SELECT 1"]]
-    assert stage.choose(questions, candidates, db_dir) == [0, 1]
-    assert stage.choose(questions, candidates, db_dir / "missing") == [0, 0]
+    assert choose(questions, candidates, db_dir) == [0, 1]
+    assert choose(questions, candidates, db_dir / "missing") == [0, 0]
 
 
-def test_choose_with_mixed_candidate_counts(stage, db_dir):
-    assert stage.choose([question(0), question(1)], [["SELECT nope"], ["SELECT nope", "SELECT 1"]],
+def test_choose_with_mixed_candidate_counts(db_dir):
+    assert choose([question(0), question(1)], [["SELECT nope"], ["SELECT nope", "SELECT 1"]],
                         db_dir) == [0, 1]
 
 
@@ -98,7 +121,7 @@ def rescore_module():
     return rescore
 
 
-def test_rescore_vote_keeps_the_largest_group_of_equal_results_preferring_rows(stage, db_dir):
+def test_rescore_vote_keeps_the_largest_group_of_equal_results_preferring_rows(db_dir):
     rescore = rescore_module()
     records = [{"db_id": "concert"}] * 3 + [{"db_id": "missing"}]
     candidates = [
@@ -107,15 +130,17 @@ def test_rescore_vote_keeps_the_largest_group_of_equal_results_preferring_rows(s
         ["SELECT nope", "SELECT name FROM singer WHERE 0"],  # runs, even without rows
         ["SELECT 1", "SELECT 2"],
     ]
-    assert stage.choose(records, candidates, db_dir, rule=rescore.vote) == [1, 2, 1, 0]
+    assert choose(records, candidates, db_dir, rule=rescore.vote) == [1, 2, 1, 0]
+    assert rescore.choose(records, candidates, db_dir, rule=rescore.vote) == [1, 2, 1, 0]
+    assert rescore.choose(records, candidates, db_dir) == choose(records, candidates, db_dir) == [0, 2, 1, 0]
 
 
-def test_rescore_first_k_chooses_among_each_question_s_first_k_candidates(stage, db_dir):
+def test_rescore_first_k_chooses_among_each_question_s_first_k_candidates(db_dir):
     records = [{"db_id": "concert"}] * 2
     candidates = [["SELECT nope", "SELECT nope2", "SELECT 1"], ["SELECT nope", "SELECT 2", "SELECT 3"]]
     first_k = rescore_module().first_k
-    assert first_k(stage, records, candidates, 2, db_dir) == ["SELECT nope", "SELECT 2"]
-    assert first_k(stage, records, candidates, 3, db_dir) == ["SELECT 1", "SELECT 2"]
+    assert first_k(records, candidates, 2, db_dir) == ["SELECT nope", "SELECT 2"]
+    assert first_k(records, candidates, 3, db_dir) == ["SELECT 1", "SELECT 2"]
 
 
 # ---------------------------------------------------------------- the stage

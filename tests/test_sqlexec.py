@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pytest
 
+import sqlora.sqlexec as sqlexec
 from eval_fixtures import concert_database, folder_digest, make_database
-from sqlora.sqlexec import ReadOnlyDatabase, first_runnable, statement_problem
+from sqlora.sqlexec import (
+    DatabaseCache,
+    ReadOnlyDatabase,
+    choose_candidates,
+    database_files,
+    database_uri,
+    first_runnable,
+    is_network_path,
+    statement_problem,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -60,7 +75,9 @@ def test_vacuum_into_writes_no_file(db_dir, database, tmp_path):
     outcome = database.run(f"VACUUM INTO '{target}'")
     assert outcome.error == "refused: write statement"
     assert not target.exists()
-    # the authorizer alone refuses it too (VACUUM INTO needs ATTACH)
+    # past the statement check (straight to the connection) it is still refused: by the
+    # authorizer (VACUUM INTO needs ATTACH) and by SQLITE_LIMIT_ATTACHED = 0, each of them
+    # enough alone (test_each_layer_alone_refuses)
     database._connection.set_progress_handler(None, 0)
     with pytest.raises(sqlite3.DatabaseError):
         database._connection.execute(f"VACUUM INTO '{target}'")
@@ -186,3 +203,211 @@ def test_first_runnable_prefers_a_candidate_with_rows(tmp_path):
         assert first_runnable(["SELECT nope FROM x", empty, rows], database) == 2
         # with no candidate returning rows, the first that runs
         assert first_runnable(["SELECT nope FROM x", empty, empty], database) == 1
+
+
+# ---------------------------------------------------------------- the write-refusal layers, one by one
+
+
+def _open_read_write(self) -> sqlite3.Connection:
+    return sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+
+
+# each layer switched off the way a careless edit would: what the guard does without it
+LAYERS_OFF = {
+    "read-only open": lambda patch: patch.setattr(ReadOnlyDatabase, "_open", _open_read_write),
+    "query_only": lambda patch: patch.setattr(ReadOnlyDatabase, "_forbid_writes", lambda self: None),
+    "statement check": lambda patch: patch.setattr(sqlexec, "statement_problem", lambda sql: None),
+    "authorizer": lambda patch: patch.setattr(ReadOnlyDatabase, "_authorize", lambda self, *args: sqlite3.SQLITE_OK),
+    "attach limit": lambda patch: patch.setattr(sqlexec, "MAX_ATTACHED", 10),
+}
+# statements that would change the database file
+FILE_WRITES = [
+    "DELETE FROM singer",
+    "INSERT INTO singer (name) VALUES ('x')",
+    "UPDATE singer SET age = 0",
+    "DROP TABLE singer",
+    "CREATE TABLE evil (x)",
+    "PRAGMA user_version = 7",
+    "VACUUM",
+    "WITH x AS (SELECT 1) DELETE FROM singer",
+]
+# statements that would create another file ({folder}: the test's folder)
+NEW_FILES = ["ATTACH DATABASE '{folder}/new.db' AS other", "VACUUM INTO '{folder}/copy.db'"]
+# what each layer refuses when it is the only one left
+REFUSED_ALONE = {
+    "read-only open": FILE_WRITES,
+    "query_only": FILE_WRITES,
+    "statement check": [sql for sql in FILE_WRITES if not sql.startswith("WITH")] + NEW_FILES,
+    "authorizer": FILE_WRITES + NEW_FILES,
+    "attach limit": NEW_FILES + ["VACUUM"],
+}
+
+
+def _refused_without_change(db_dir: Path, folder: Path, sql: str) -> tuple[str | None, bool]:
+    """(the guard's reason, whether every file under folder is unchanged and none was added)."""
+    before = folder_digest(folder)
+    with ReadOnlyDatabase(db_dir / "concert" / "concert.sqlite") as database:
+        outcome = database.run(sql.format(folder=folder))
+    return outcome.error, folder_digest(folder) == before
+
+
+@pytest.mark.parametrize(
+    ("layer", "sql"), [(layer, sql) for layer, statements in REFUSED_ALONE.items() for sql in statements]
+)
+def test_each_layer_alone_refuses(tmp_path, monkeypatch, layer, sql):
+    """Every other layer off: this one still refuses (so removing it is noticed)."""
+    db_dir = tmp_path / "db"
+    concert_database(db_dir)
+    for other, switch_off in LAYERS_OFF.items():
+        if other != layer:
+            switch_off(monkeypatch)
+    error, unchanged = _refused_without_change(db_dir, tmp_path, sql)
+    assert error is not None, f"{layer} alone let {sql!r} run"
+    assert unchanged
+
+
+def test_with_every_layer_off_the_writes_happen(tmp_path, monkeypatch):
+    """The check of the test above: without any layer these statements do change files."""
+    db_dir = tmp_path / "db"
+    concert_database(db_dir)
+    for switch_off in LAYERS_OFF.values():
+        switch_off(monkeypatch)
+    for sql in ["DELETE FROM singer", *NEW_FILES]:
+        error, unchanged = _refused_without_change(db_dir, tmp_path, sql)
+        assert error is None and not unchanged, sql
+
+
+@pytest.mark.parametrize("layer", list(LAYERS_OFF))
+def test_without_any_one_layer_the_others_still_refuse(tmp_path, monkeypatch, layer):
+    db_dir = tmp_path / "db"
+    concert_database(db_dir)
+    LAYERS_OFF[layer](monkeypatch)
+    for sql in FILE_WRITES + NEW_FILES:
+        error, unchanged = _refused_without_change(db_dir, tmp_path, sql)
+        assert error is not None and unchanged, f"without the {layer}: {sql!r}"
+
+
+# ---------------------------------------------------------------- network paths (Windows shares)
+
+
+def test_the_uri_of_a_network_path_has_no_host():
+    share = PureWindowsPath(r"\\server\share\spider\concert\concert.sqlite")
+    assert share.as_uri() == "file://server/share/spider/concert/concert.sqlite"  # a host: SQLite refuses it
+    assert database_uri(share) == "file:////server/share/spider/concert/concert.sqlite?mode=ro&immutable=1"
+    assert database_uri(PureWindowsPath("//server/share/x.sqlite")) == "file:////server/share/x.sqlite?mode=ro&immutable=1"
+    assert database_uri(PureWindowsPath(r"C:\data\my db.sqlite")) == "file:///C:/data/my%20db.sqlite?mode=ro&immutable=1"
+    assert database_uri(PurePosixPath("/data/a#b.sqlite")) == "file:///data/a%23b.sqlite?mode=ro&immutable=1"
+    assert is_network_path(share) and is_network_path(PureWindowsPath("//server/share/x.sqlite"))
+    assert not is_network_path(PureWindowsPath(r"C:\data\x.sqlite"))
+    assert not is_network_path(PurePosixPath("//server/share/x.sqlite"))  # POSIX: a local path
+
+
+def test_sqlite_refuses_a_uri_with_a_host(db_dir):
+    path = (db_dir / "concert" / "concert.sqlite").resolve()
+    with pytest.raises(sqlite3.OperationalError):
+        sqlite3.connect(f"file://server{path.as_posix()}?mode=ro&immutable=1", uri=True)
+
+
+def _as_a_refused_network_path(monkeypatch) -> None:
+    """Make every path look like a share whose URI SQLite refuses (file://server/...)."""
+    monkeypatch.setattr(sqlexec, "is_network_path", lambda path: True)
+    monkeypatch.setattr(sqlexec, "database_uri", lambda path: f"file://server{Path(path).as_posix()}?mode=ro")
+
+
+def test_a_network_path_refused_as_uri_opens_by_name_with_the_other_layers(db_dir, tmp_path, monkeypatch):
+    _as_a_refused_network_path(monkeypatch)
+    before = folder_digest(tmp_path)
+    with ReadOnlyDatabase(db_dir / "concert" / "concert.sqlite") as database:
+        assert database.plain_open
+        assert database.run("SELECT name FROM singer WHERE age > 50").rows == [("Joe Sharp",)]
+        for sql in FILE_WRITES + NEW_FILES:
+            assert database.run(sql.format(folder=tmp_path)).error is not None, sql
+    # with the statement check and the authorizer off too, query_only and the attach limit hold
+    LAYERS_OFF["statement check"](monkeypatch)
+    LAYERS_OFF["authorizer"](monkeypatch)
+    with ReadOnlyDatabase(db_dir / "concert" / "concert.sqlite") as database:
+        assert database.plain_open
+        for sql in FILE_WRITES + NEW_FILES:
+            assert database.run(sql.format(folder=tmp_path)).error is not None, sql
+    assert folder_digest(tmp_path) == before
+
+
+def test_the_plain_open_creates_no_missing_file(db_dir, monkeypatch):
+    _as_a_refused_network_path(monkeypatch)
+    missing = db_dir / "concert" / "missing.sqlite"
+    with pytest.raises(sqlite3.OperationalError):
+        ReadOnlyDatabase(missing)
+    assert not missing.exists()
+
+
+def test_a_local_path_refused_as_uri_is_an_error_not_a_plain_open(db_dir, monkeypatch):
+    monkeypatch.setattr(sqlexec, "database_uri", lambda path: f"file://server{Path(path).as_posix()}?mode=ro")
+    with pytest.raises(sqlite3.OperationalError):
+        ReadOnlyDatabase(db_dir / "concert" / "concert.sqlite")
+
+
+def test_a_local_path_opens_read_only_through_its_uri(database):
+    assert not database.plain_open
+    assert database.run("SELECT count(*) FROM singer").rows == [(6,)]
+
+
+# ---------------------------------------------------------------- connections, files, candidates
+
+
+def test_connection_cache_closes_the_least_recently_used(tmp_path):
+    paths = [make_database(tmp_path / f"d{i}.sqlite", "CREATE TABLE t (x)") for i in range(3)]
+    with DatabaseCache(max_open=2) as databases:
+        first = databases.get(paths[0])
+        databases.get(paths[1])
+        assert databases.get(paths[0]) is first
+        second = databases.get(paths[1])
+        databases.get(paths[0])
+        databases.get(paths[2])  # closes paths[1], the least recently used
+        assert databases.get(paths[0]) is first
+        assert databases.get(paths[2]).run("SELECT count(*) FROM t").rows == [(0,)]
+        assert databases.get(paths[1]) is not second  # reopened
+    with pytest.raises(sqlite3.ProgrammingError):  # closed with the cache
+        first._connection.execute("SELECT 1")
+
+
+def test_database_files_main_file_first_then_the_test_suite(tmp_path):
+    db_dir = tmp_path / "db"
+    for name in ("concert.sqlite", "a_variant.sqlite", "z_variant.sqlite"):
+        make_database(db_dir / "concert" / name, "CREATE TABLE t (x)")
+    (db_dir / "concert" / "notes.txt").write_text("not a database", encoding="utf-8")
+    (db_dir / "concert" / "dir.sqlite").mkdir()
+    folder = db_dir / "concert"
+    assert database_files(db_dir, "concert") == [
+        folder / "concert.sqlite", folder / "a_variant.sqlite", folder / "z_variant.sqlite"]
+    assert database_files(str(db_dir), "ghost") == []
+    make_database(db_dir / "only_variants" / "v1.sqlite", "CREATE TABLE t (x)")
+    assert database_files(db_dir, "only_variants") == [db_dir / "only_variants" / "v1.sqlite"]
+
+
+def test_choose_candidates_runs_sql_on_each_question_s_main_database(db_dir):
+    make_database(db_dir / "pets" / "pets.sqlite", "CREATE TABLE pet (id INTEGER, kind TEXT);")
+    before = folder_digest(db_dir)
+    questions = [{"db_id": "concert"}, {"db_id": "pets"}, {"db_id": "ghost"}, {"db_id": "concert"}]
+    candidates = [
+        ["SELECT nope FROM singer", "SELECT name FROM singer"],
+        ["SELECT name FROM singer", "SELECT count(*) FROM pet"],
+        ["SELECT nope", "SELECT 1"],  # database missing: the best
+        ["DROP TABLE singer", "SELECT 1"],
+    ]
+    assert choose_candidates(questions, candidates, db_dir) == [1, 1, 0, 1]
+    assert choose_candidates(questions, candidates, db_dir, rule=lambda sqls, database: len(sqls) - 1) == [1, 1, 0, 1]
+    # extract turns each candidate into the SQL that runs
+    wrapped = [[f"```sql\n{sql}\n```" for sql in texts] for texts in candidates]
+    assert choose_candidates(questions, wrapped, db_dir, extract=lambda text: text.strip("`\nsql")) == [1, 1, 0, 1]
+    assert choose_candidates(questions, [[c[0]] for c in candidates], db_dir / "nowhere") == [0, 0, 0, 0]
+    assert folder_digest(db_dir) == before
+
+
+def test_the_guard_does_not_import_the_metric():
+    """sqlexec (and what it imports) is the safety guard, for prediction too: no evaluator,
+    hardness, plug-value or prompt code comes with it."""
+    code = "import sys, sqlora.sqlexec; print(sorted(m for m in sys.modules if m.startswith('sqlora.')))"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['sqlora.sqlexec', 'sqlora.sqltokens']"

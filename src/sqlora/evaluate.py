@@ -7,7 +7,12 @@ question (``DBDIR/<db_id>/*.sqlite``): as a multiset of rows, or as a list when 
 has ORDER BY, with the columns in any order; two empty results are equal.  DISTINCT is dropped
 from both queries unless keep_distinct.  With plug_value, the gold query's literal values may
 replace the prediction's (see plugvalue.py for the bound on that search).  Predictions run under
-the guards of sqlexec.py.  docs/EVALUATION.md tells the whole story.
+the guards of sqlexec.py.  Like the reference, every ``value`` in a prediction's text is first
+replaced by ``1`` (``fill_placeholder``).  docs/EVALUATION.md tells the whole story.
+
+``evaluate_files`` judges several prediction files against one gold file in both modes (strict
+and plug-value) in one pass: each gold query runs once per database, each prediction once as
+written.  ``evaluate`` is the one-file, one-mode case.
 """
 
 from __future__ import annotations
@@ -21,20 +26,29 @@ import re
 import sqlite3
 import sys
 import time
-from collections import Counter, OrderedDict, defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SqloraError, run_stage
-from .hardness import hardness, tokenize
+from .files import write_text_atomic
+from .hardness import hardness
 from .plugvalue import DEFAULT_LIMIT, PlugSearch
 from .progress import progress
-from .sqlexec import Outcome, ReadOnlyDatabase, is_compile_error
+from .sqlexec import DatabaseCache, Outcome, database_files, is_compile_error
+from .sqltokens import tokenize
 
+# Spider's hardness levels, and the levels scores are reported for
 LEVELS = ("easy", "medium", "hard", "extra")
 ALL_LEVELS = (*LEVELS, "all")
+# The reference's placeholder rule, applied to every prediction before anything else
+# (test-suite-sql-eval, evaluation.py: ``p_str = p_str.replace("value", "1")``)
+PLACEHOLDER, PLACEHOLDER_FILL = "value", "1"
+# ProcessPoolExecutor on Windows: "max_workers must be <= 61"
+WINDOWS_MAX_WORKERS = 61
 ORDER_BY = re.compile(r"\border\s+by\b", re.IGNORECASE)
 # MySQL's YEAR(CURDATE()); the reference runs it as 2020, the year Spider's answers assume
 CURRENT_YEAR = re.compile(r"YEAR\s*\(\s*CURDATE\s*\(\s*\)\s*\)\s*", re.IGNORECASE)
@@ -42,7 +56,7 @@ CURRENT_YEAR = re.compile(r"YEAR\s*\(\s*CURDATE\s*\(\s*\)\s*\)\s*", re.IGNORECAS
 # never come close, since each step must keep the columns chosen so far consistent row by row.
 MAX_PERMUTATION_STEPS = 50_000
 
-__all__ = ["EvalResult", "evaluate", "format_table", "hardness", "results_match", "main"]
+__all__ = ["EvalResult", "evaluate", "evaluate_files", "format_table", "hardness", "results_match", "main"]
 
 
 @dataclass
@@ -53,10 +67,22 @@ class EvalResult:
 
 @dataclass(frozen=True)
 class Question:
+    """One gold query and one prediction."""
+
     index: int
     db_id: str
     gold: str
     pred: str
+
+
+@dataclass(frozen=True)
+class GoldQuestion:
+    """One gold query and the predictions of several files for it, judged together."""
+
+    index: int
+    db_id: str
+    gold: str
+    preds: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -82,52 +108,120 @@ def evaluate(
 ) -> EvalResult:
     """Judge every prediction of pred_path against gold_path; see the module docstring.
 
-    workers: processes to spread the questions over (None: one per CPU; 1: this process only).
-    Like any multiprocessing on Windows or macOS (and on Linux, where the forkserver method is
-    used), a script that calls this with workers > 1 needs the ``if __name__ == "__main__":``
-    guard.  Questions whose database folder is missing get the error "database missing: ..."
-    and are left out of the scores.
+    workers: processes to spread the questions over (None: one per CPU, at most 61 on Windows;
+    1: this process only).  Like any multiprocessing on Windows or macOS (and on Linux, where the
+    forkserver method is used), a script that calls this with workers > 1 needs the
+    ``if __name__ == "__main__":`` guard.  Questions whose database folder is missing get the
+    error "database missing: ..." and are left out of the scores.
+    """
+    results = evaluate_files(
+        gold_path,
+        [pred_path],
+        db_dir,
+        plug_values=(plug_value,),
+        keep_distinct=keep_distinct,
+        timeout=timeout,
+        workers=workers,
+    )
+    return results[0][plug_value]
+
+
+def evaluate_files(
+    gold_path,
+    pred_paths: Sequence,
+    db_dir,
+    *,
+    plug_values: Sequence[bool] = (False, True),
+    keep_distinct: bool = False,
+    timeout: float = 5.0,
+    workers: int | None = None,
+) -> list[dict[bool, EvalResult]]:
+    """Judge several prediction files against one gold file, in each mode of plug_values
+    (False: strict, True: plug-value), in one pass; see ``evaluate`` for the other arguments.
+
+    Each gold query runs once per database and each prediction once as written; plug-value
+    substitutions run only for predictions that are wrong as written.  Returns, per prediction
+    file in order, {plug_value: EvalResult}; each result is what ``evaluate`` gives for that
+    file and mode.
     """
     if not (isinstance(timeout, (int, float)) and timeout > 0):
         raise SqloraError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise SqloraError(f"workers must be a positive integer, got {workers!r}")
+    modes = tuple(dict.fromkeys(bool(mode) for mode in plug_values))
+    if not modes:
+        raise SqloraError("plug_values is empty: nothing to judge")
     db_dir = Path(db_dir)
     if not db_dir.is_dir():
         raise SqloraError(f"database folder not found: {db_dir}")
-    questions = read_questions(gold_path, pred_path)
-    settings = Settings(str(db_dir), plug_value, keep_distinct, float(timeout))
-    per_question = judge_all(questions, settings, workers or os.cpu_count() or 1)
-    skipped = [record for record in per_question if record.get("skipped")]
+    golds = read_gold(gold_path)
+    predictions = [read_predictions(pred_path, golds, gold_path) for pred_path in pred_paths]
+    questions = [
+        GoldQuestion(index, db_id, gold_sql, tuple(preds[index] for preds in predictions))
+        for index, (gold_sql, db_id) in enumerate(golds)
+    ]
+    settings = Settings(str(db_dir), keep_distinct=keep_distinct, timeout=float(timeout))
+    verdicts = judge_all(questions, settings, worker_count(workers), modes)
+    skipped = [q for q, records in zip(questions, verdicts) if records and records[0][0].get("skipped")]
     if skipped:
-        missing = ", ".join(sorted({record["db_id"] for record in skipped}))
+        missing = ", ".join(sorted({question.db_id for question in skipped}))
         print(f"warning: {len(skipped)} questions not scored, database missing: {missing}", file=sys.stderr)
-    return EvalResult(scores=score(per_question), per_question=per_question)
+    results = []
+    for file_index in range(len(predictions)):
+        by_mode = {}
+        for mode_index, mode in enumerate(modes):
+            per_question = [records[file_index][mode_index] for records in verdicts]
+            by_mode[mode] = EvalResult(scores=score(per_question), per_question=per_question)
+        results.append(by_mode)
+    return results
+
+
+def worker_count(workers: int | None) -> int:
+    """Processes to judge with: workers, or one per CPU; at most 61 on Windows, where
+    ProcessPoolExecutor refuses more."""
+    count = workers or os.cpu_count() or 1
+    if sys.platform == "win32":
+        count = min(count, WINDOWS_MAX_WORKERS)
+    return count
 
 
 def read_questions(gold_path, pred_path) -> list[Question]:
     """Pair gold lines (SQL<TAB>db_id) with prediction lines; the counts must agree."""
+    golds = read_gold(gold_path)
+    preds = read_predictions(pred_path, golds, gold_path)
+    return [Question(index, db_id, gold_sql, pred) for index, ((gold_sql, db_id), pred) in enumerate(zip(golds, preds))]
+
+
+def read_gold(gold_path) -> list[tuple[str, str]]:
+    """(SQL, db_id) of each line of a gold file (SQL<TAB>db_id); trailing empty lines are ignored."""
     gold_lines = _read_lines(gold_path, "gold")
     while gold_lines and not gold_lines[-1].strip():
         gold_lines.pop()
-    pred_lines = _read_lines(pred_path, "prediction")
-    if len(gold_lines) != len(pred_lines):
-        raise SqloraError(
-            f"{gold_path} has {len(gold_lines)} gold lines but {pred_path} has "
-            f"{len(pred_lines)} prediction lines: they must pair up line by line"
-        )
-    questions = []
-    for index, (gold_line, pred_line) in enumerate(zip(gold_lines, pred_lines)):
+    golds = []
+    for index, gold_line in enumerate(gold_lines):
         gold_sql, tab, db_id = gold_line.strip().rpartition("\t")
         if not tab or not gold_sql.strip() or not db_id.strip():
             raise SqloraError(f"{gold_path} line {index + 1}: expected 'SQL<TAB>db_id'")
-        db_id = db_id.strip()
+        golds.append((gold_sql.strip(), db_id.strip()))
+    return golds
+
+
+def read_predictions(pred_path, golds: list[tuple[str, str]], gold_path) -> list[str]:
+    """One prediction per gold line, as written (stripped); the counts must agree."""
+    pred_lines = _read_lines(pred_path, "prediction")
+    if len(golds) != len(pred_lines):
+        raise SqloraError(
+            f"{gold_path} has {len(golds)} gold lines but {pred_path} has "
+            f"{len(pred_lines)} prediction lines: they must pair up line by line"
+        )
+    preds = []
+    for (_, db_id), pred_line in zip(golds, pred_lines):
         # a prediction file written as SQL<TAB>db_id (like the gold file) is read the same way
         pred_sql, tab, pred_db = pred_line.rpartition("\t")
         if not tab or pred_db.strip() != db_id:
             pred_sql = pred_line
-        questions.append(Question(index, db_id, gold_sql.strip(), pred_sql.strip()))
-    return questions
+        preds.append(pred_sql.strip())
+    return preds
 
 
 def _read_lines(path, what: str) -> list[str]:
@@ -137,30 +231,35 @@ def _read_lines(path, what: str) -> list[str]:
     return path.read_text(encoding="utf-8", errors="replace").splitlines()
 
 
-def judge_all(questions: list[Question], settings: Settings, workers: int) -> list[dict]:
-    """Judge questions in worker processes, each given chunks of one database's questions."""
-    records: list[dict] = []
+def judge_all(
+    questions: list[GoldQuestion], settings: Settings, workers: int, modes: tuple[bool, ...]
+) -> list[list[list[dict]]]:
+    """Judge questions in worker processes, each given chunks of one database's questions.
+
+    Returns, per question in index order, the records of ``judge_question``.
+    """
+    verdicts: dict[int, list[list[dict]]] = {}
     with progress(total=len(questions), desc="evaluate", unit="q") as bar:
         if workers == 1 or len(questions) < 2:
             with DatabaseCache() as databases:
                 for question in questions:
-                    records.append(judge(question, settings, databases))
+                    verdicts[question.index] = judge_question(question, settings, databases, modes)
                     bar.update(1)
         else:
             chunks = plan_chunks(questions, workers)
             pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=_process_context())
             with pool:
-                futures = [pool.submit(_judge_chunk, chunk, settings) for chunk in chunks]
+                futures = [pool.submit(_judge_chunk, chunk, settings, modes) for chunk in chunks]
                 try:
                     for future in as_completed(futures):
-                        chunk_records = future.result()
-                        records.extend(chunk_records)
-                        bar.update(len(chunk_records))
+                        chunk_verdicts = future.result()
+                        verdicts.update(chunk_verdicts)
+                        bar.update(len(chunk_verdicts))
                 except BrokenProcessPool as error:
                     raise SqloraError(
                         f"an evaluation worker process died ({error}); run with workers=1 to see why"
                     ) from error
-    return sorted(records, key=lambda record: record["index"])
+    return [verdicts[index] for index in sorted(verdicts)]
 
 
 def _process_context():
@@ -171,9 +270,9 @@ def _process_context():
     return multiprocessing.get_context()
 
 
-def plan_chunks(questions: list[Question], workers: int) -> list[list[Question]]:
+def plan_chunks(questions: list[GoldQuestion], workers: int) -> list[list[GoldQuestion]]:
     """Chunks of questions of one database each, biggest databases first, about 4 per worker."""
-    by_database: dict[str, list[Question]] = defaultdict(list)
+    by_database: dict[str, list[GoldQuestion]] = defaultdict(list)
     for question in questions:
         by_database[question.db_id].append(question)
     size = max(1, math.ceil(len(questions) / (workers * 4)))
@@ -186,52 +285,14 @@ def plan_chunks(questions: list[Question], workers: int) -> list[list[Question]]
 _PROCESS_DATABASES: DatabaseCache | None = None
 
 
-def _judge_chunk(chunk: list[Question], settings: Settings) -> list[dict]:
+def _judge_chunk(
+    chunk: list[GoldQuestion], settings: Settings, modes: tuple[bool, ...]
+) -> dict[int, list[list[dict]]]:
     """Worker entry point: connections stay open for the chunks that come next."""
     global _PROCESS_DATABASES
     if _PROCESS_DATABASES is None:
         _PROCESS_DATABASES = DatabaseCache()
-    return [judge(question, settings, _PROCESS_DATABASES) for question in chunk]
-
-
-class DatabaseCache:
-    """Read-only connections by file, opened on first use; the least recently used are closed
-    beyond max_open (a test suite can have thousands of database files)."""
-
-    def __init__(self, max_open: int = 64) -> None:
-        self.max_open = max_open
-        self._open: OrderedDict[Path, ReadOnlyDatabase] = OrderedDict()
-
-    def get(self, path: Path) -> ReadOnlyDatabase:
-        if path in self._open:
-            self._open.move_to_end(path)
-            return self._open[path]
-        while len(self._open) >= self.max_open:
-            _, oldest = self._open.popitem(last=False)
-            oldest.close()
-        self._open[path] = ReadOnlyDatabase(path)
-        return self._open[path]
-
-    def close(self) -> None:
-        for database in self._open.values():
-            database.close()
-        self._open.clear()
-
-    def __enter__(self) -> DatabaseCache:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-
-def database_files(db_dir: str | Path, db_id: str) -> list[Path]:
-    """DBDIR/<db_id>/<db_id>.sqlite first, then the folder's other .sqlite files (test suites)."""
-    folder = Path(db_dir) / db_id
-    if not folder.is_dir():
-        return []
-    main_file = folder / f"{db_id}.sqlite"
-    others = sorted(path for path in folder.glob("*.sqlite") if path != main_file and path.is_file())
-    return ([main_file] if main_file.is_file() else []) + others
+    return {question.index: judge_question(question, settings, _PROCESS_DATABASES, modes) for question in chunk}
 
 
 def prepare_sql(sql: str, keep_distinct: bool) -> str:
@@ -243,55 +304,94 @@ def prepare_sql(sql: str, keep_distinct: bool) -> str:
     return "".join(token.text for token in tokens if not (token.kind == "word" and token.low == "distinct"))
 
 
+def fill_placeholder(pred: str) -> str:
+    """The reference's rule for a prediction before it is judged: every ``value`` in its text,
+    wherever it is (a bare word, part of a name, inside a string; lower case only), becomes
+    ``1``; so ``LIMIT value`` runs as ``LIMIT 1``, and under plug-value that ``1`` is a slot."""
+    return pred.replace(PLACEHOLDER, PLACEHOLDER_FILL)
+
+
 def as_executed(sql: str) -> str:
     return CURRENT_YEAR.sub("2020", sql)
 
 
 def judge(question: Question, settings: Settings, databases: DatabaseCache) -> dict:
-    """One question's verdict: a per-question record with exec 0/1 and the reason when 0."""
-    record = {
-        "index": question.index,
-        "db_id": question.db_id,
-        "hardness": hardness(question.gold),
-        "exec": 0,
-        "error": None,
-        "gold": question.gold,
-        "pred": question.pred,
-    }
+    """One question's verdict: a per-question record with exec 0/1 and the reason when 0
+    (with plug-value when settings.plug_value)."""
+    together = GoldQuestion(question.index, question.db_id, question.gold, (question.pred,))
+    return judge_question(together, settings, databases, (settings.plug_value,))[0][0]
+
+
+def judge_question(
+    question: GoldQuestion, settings: Settings, databases: DatabaseCache, modes: tuple[bool, ...]
+) -> list[list[dict]]:
+    """The records of each prediction (outer list) in each mode of modes (inner list; False:
+    strict, True: plug-value), running the gold query once per database and each prediction
+    once as written.  settings.plug_value is not used here: modes says it."""
+    level = hardness(question.gold)
+
+    def record(pred: str, **fields) -> dict:
+        return {
+            "index": question.index,
+            "db_id": question.db_id,
+            "hardness": level,
+            "exec": 0,
+            "error": None,
+            "gold": question.gold,
+            "pred": pred,
+            **fields,
+        }
+
+    def in_every_mode(pred: str, **fields) -> list[dict]:
+        return [record(pred, **fields) for _ in modes]
+
     files = database_files(settings.db_dir, question.db_id)
     if not files:
-        record["error"] = f"database missing: {question.db_id}"
-        record["skipped"] = True
-        return record
-    if not question.pred.strip():
-        record["error"] = "empty prediction"
-        return record
+        missing = f"database missing: {question.db_id}"
+        return [in_every_mode(pred, error=missing, skipped=True) for pred in question.preds]
+    verdicts: list[list[dict] | None] = [
+        in_every_mode(pred, error="empty prediction") if not pred.strip() else None for pred in question.preds
+    ]
+    pending = [k for k, verdict in enumerate(verdicts) if verdict is None]
 
+    def fail_pending(error: str) -> list[list[dict]]:
+        for k in pending:
+            verdicts[k] = in_every_mode(question.preds[k], error=error)
+        return verdicts
+
+    if not pending:
+        return verdicts
     try:
         for path in files:
             databases.get(path)
     except sqlite3.Error as error:
-        record["error"] = f"database unreadable: {error}"
-        return record
+        return fail_pending(f"database unreadable: {error}")
 
     gold_sql = prepare_sql(question.gold, settings.keep_distinct)
-    pred_sql = prepare_sql(question.pred, settings.keep_distinct)
     golds: list[Outcome] = []
     for path in files:
         outcome = databases.get(path).run(as_executed(gold_sql), timeout=settings.timeout)
         if not outcome.ok:
-            record["error"] = f"gold failed: {outcome.error}"
-            return record
+            return fail_pending(f"gold failed: {outcome.error}")
         golds.append(outcome)
     order_matters = bool(ORDER_BY.search(gold_sql))
     judge_query = _QueryJudge(files, golds, databases, order_matters=order_matters)
 
-    error = judge_query(pred_sql, settings.timeout)
-    if error is not None and settings.plug_value:
-        error = _plug_values(gold_sql, pred_sql, error, judge_query, settings, record)
-    record["exec"] = int(error is None)
-    record["error"] = error
-    return record
+    for k in pending:
+        pred = question.preds[k]
+        pred_sql = prepare_sql(fill_placeholder(pred), settings.keep_distinct)
+        written_error = judge_query(pred_sql, settings.timeout)
+        records = []
+        for plug_value in modes:
+            verdict = record(pred)
+            error = written_error
+            if error is not None and plug_value:
+                error = _plug_values(gold_sql, pred_sql, error, judge_query, settings, verdict)
+            verdict["exec"] = int(error is None)
+            verdict["error"] = error
+            records.append(verdict)
+        verdicts[k] = records
+    return verdicts
 
 
 class _QueryJudge:
@@ -523,21 +623,14 @@ def main(argv: list[str] | None = None) -> None:
     print(format_table(result))
     if args.per_question:
         lines = (json.dumps(record, ensure_ascii=False) + "\n" for record in result.per_question)
-        _write_text(args.per_question, "".join(lines))
+        write_text_atomic(args.per_question, "".join(lines))
     if args.json:
         settings = {
             "plug_value": args.plug_value,
             "keep_distinct": args.keep_distinct,
             "timeout": args.timeout,
         }
-        _write_text(args.json, json.dumps(metrics(result, settings), indent=2) + "\n")
-
-
-def _write_text(path, text: str) -> None:
-    path = Path(path)
-    if path.parent and not path.parent.is_dir():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+        write_text_atomic(args.json, json.dumps(metrics(result, settings), indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Spider's hardness classes (easy, medium, hard, extra) from a query's structure.
 
 The rules are those of Spider's evaluation.py (eval_hardness); this module recomputes the
-parts they look at with its own tokenizer and a clause-level parser, so it needs neither nltk
+parts they look at with the shared tokenizer (sqltokens.py) and a clause-level parser, so it needs neither nltk
 nor the database schema.  For one SELECT block (nested queries are not looked into):
 
 - component 1: one each for WHERE, GROUP BY, ORDER BY and LIMIT, one per table beyond the first
@@ -19,60 +19,15 @@ connectors too, so it is true exactly when WHERE has two conditions or more.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+
+from .sqltokens import Token, significant, tokenize
 
 AGGREGATES = frozenset({"max", "min", "count", "sum", "avg"})
 SET_OPERATIONS = frozenset({"union", "intersect", "except"})
 JOIN_WORDS = frozenset({"join", "natural", "left", "right", "full", "inner", "cross", "outer"})
 # Words that start a new clause of a SELECT block (GROUP and ORDER are followed by BY).
 CLAUSE_WORDS = frozenset({"from", "where", "group", "having", "order", "limit", "window"}) | SET_OPERATIONS
-
-_TOKEN_PATTERN = re.compile(
-    r"""
-    (?P<space>\s+)
-  | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
-  | (?P<string>'[^']*(?:''[^']*)*'?)
-  | (?P<quoted>"[^"]*(?:""[^"]*)*"?)
-  | (?P<ident>`[^`]*(?:``[^`]*)*`?|\[[^\]]*\]?)
-  | (?P<number>0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
-  | (?P<word>[^\W\d][\w$]*)
-  | (?P<op><>|!=|>=|<=|==|\|\||<<|>>|[-+*/%<>=~&|!])
-  | (?P<punct>[(),;.])
-  | (?P<other>.)
-    """,
-    re.VERBOSE | re.DOTALL,
-)
-
-
-@dataclass(frozen=True)
-class Token:
-    """One lexical piece of SQL text; joining the texts of all tokens gives the text back.
-
-    kind is one of: space, comment, string ('...'), quoted ("..." which Spider uses for string
-    values; SQLite reads it as a name when such a column exists), ident (`...` or [...]),
-    number, word (keyword or bare name), op, punct, other.
-    """
-
-    kind: str
-    text: str
-
-    @property
-    def low(self) -> str:
-        return self.text.lower()
-
-    @property
-    def is_literal(self) -> bool:
-        return self.kind in ("string", "quoted", "number")
-
-
-def tokenize(sql: str) -> list[Token]:
-    """Every token of sql, whitespace and comments included, in order."""
-    return [Token(match.lastgroup, match.group()) for match in _TOKEN_PATTERN.finditer(sql)]
-
-
-def significant(tokens: list[Token]) -> list[Token]:
-    return [token for token in tokens if token.kind not in ("space", "comment")]
 
 
 @dataclass

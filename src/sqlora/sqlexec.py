@@ -1,14 +1,20 @@
 """Run untrusted SQL (a model's prediction) against a SQLite database without harm.
 
-Layers, each enough on its own for the case it names:
+Layers, each enough on its own for the case it names (tests/test_sqlexec.py switches each one
+off in turn and checks that the others still refuse, and that each refuses alone):
 
-- the file is opened read-only and immutable (``file:...?mode=ro&immutable=1``), with
-  ``PRAGMA query_only=ON``: nothing can be written to it;
+- the file is opened read-only and immutable (``file:...?mode=ro&immutable=1``;
+  ``ReadOnlyDatabase._open``): nothing can be written to it;
+- ``PRAGMA query_only=ON`` (``ReadOnlyDatabase._forbid_writes``): no write to any database of the
+  connection, the temporary one included;
 - only one statement, and not one that SQLite knows as something other than a query (INSERT,
-  DROP, ATTACH, PRAGMA, VACUUM, BEGIN, ...): those are refused before SQLite sees them;
+  DROP, ATTACH, PRAGMA, VACUUM, BEGIN, ...): those are refused before SQLite sees them
+  (``statement_problem``);
 - an authorizer allows reading, selecting and calling functions and denies everything else
   (writes, ATTACH, which VACUUM INTO also needs, PRAGMA, schema edits, transactions), and a few
-  functions that touch files or load code;
+  functions that touch files or load code (``ReadOnlyDatabase._authorize``);
+- no database may be attached (``SQLITE_LIMIT_ATTACHED`` is ``MAX_ATTACHED``, 0), which also stops
+  VACUUM INTO and VACUUM (Python 3.11+);
 - a deadline: SQLite calls a progress handler every few thousand virtual-machine steps, which
   stops the statement once the time is up;
 - memory: a cap on the size of one value (``SQLITE_LIMIT_LENGTH``, Python 3.11+), a heap limit
@@ -17,16 +23,26 @@ Layers, each enough on its own for the case it names:
   spills to disk), and caps on the rows and bytes fetched, read a batch at a time.
 
 Errors come back as short reasons (``Outcome.error``), never as exceptions.
+
+A database on a Windows network share (``\\\\server\\share\\...``) is opened through
+``file:////server/share/...``; where SQLite refuses that URI, by its plain name, with every layer
+but the read-only open still in place (``is_network_path``).
+
+Also here: ``DatabaseCache`` (connections by file), ``database_files`` (a question's databases)
+and the execution-guided choice among a model's candidates (``first_runnable``,
+``choose_candidates``), which the predict stage uses without the evaluator.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
-from .hardness import significant, tokenize
+from .sqltokens import significant, tokenize
 
 DEFAULT_MAX_ROWS = 100_000
 DEFAULT_MAX_BYTES = 64 * 2**20
@@ -37,6 +53,7 @@ PAGE_CACHE_KIB = 1024
 PROGRESS_STEPS = 2_000
 FETCH_BATCH = 256
 MAX_MESSAGE_CHARS = 200
+MAX_ATTACHED = 0
 
 WRITE_STARTS = frozenset({"insert", "update", "delete", "replace", "drop", "create", "alter", "vacuum"})
 # The other statements SQLite knows; a first word it does not know is left to its syntax error.
@@ -121,11 +138,11 @@ class ReadOnlyDatabase:
         self._deadline = 0.0
         self._timed_out = False
         self._denied: str | None = None
-        uri = self.path.resolve().as_uri() + "?mode=ro&immutable=1"
-        self._connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        self.plain_open = False  # True when a network path had to be opened by name
+        self._connection = self._open()
         # like the reference evaluator: text that is not valid UTF-8 loses the bad bytes
         self._connection.text_factory = lambda data: data.decode("utf-8", errors="ignore")
-        self._connection.execute("PRAGMA query_only = ON")
+        self._forbid_writes()
         self._connection.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
         # big sorts and temporary tables stay in memory, under the heap limit, not on disk
         self._connection.execute("PRAGMA temp_store = MEMORY")
@@ -133,9 +150,27 @@ class ReadOnlyDatabase:
         if hasattr(self._connection, "setlimit"):  # Python 3.11+
             self._connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
             self._connection.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, MAX_SQL_BYTES)
-            self._connection.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+            self._connection.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, MAX_ATTACHED)
         self._connection.set_authorizer(self._authorize)
         self._connection.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
+
+    def _open(self) -> sqlite3.Connection:
+        """The file, read-only and immutable.  A network path whose URI SQLite refuses is opened by
+        its name (read-write as far as SQLite knows; query_only, the authorizer, the statement
+        check and the attach limit still refuse every write)."""
+        path = self.path.resolve()
+        try:
+            return sqlite3.connect(database_uri(path), uri=True, isolation_level=None, check_same_thread=False)
+        except sqlite3.OperationalError:
+            if not is_network_path(path):
+                raise
+        if not path.is_file():  # opened by name, a missing file would be created
+            raise sqlite3.OperationalError(f"unable to open database file: {path}")
+        self.plain_open = True
+        return sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+
+    def _forbid_writes(self) -> None:
+        self._connection.execute("PRAGMA query_only = ON")
 
     def close(self) -> None:
         self._connection.close()
@@ -232,6 +267,25 @@ class ReadOnlyDatabase:
         return f"execution error: {_shorten(message)}"
 
 
+def database_uri(path: str | PurePath) -> str:
+    """The read-only, immutable ``file:`` URI of an absolute path.
+
+    ``Path.as_uri()`` writes a Windows network path ``\\\\server\\share\\x.sqlite`` as
+    ``file://server/share/x.sqlite``, a URI with a host, which SQLite refuses; with an empty host
+    and the whole UNC path (``file:////server/share/x.sqlite``) it is a path again.
+    """
+    path = path if isinstance(path, PurePath) else Path(path)
+    uri = path.as_uri()
+    if is_network_path(path):
+        uri = "file:////" + uri[len("file://") :]
+    return uri + "?mode=ro&immutable=1"
+
+
+def is_network_path(path: PurePath) -> bool:
+    """True for a Windows network path (UNC: ``\\\\server\\share\\...``)."""
+    return path.drive[:2] in ("\\\\", "//")
+
+
 def is_compile_error(reason: str | None) -> bool:
     """True for reasons that come from the statement's text, not from running it."""
     return reason is not None and any(marker in reason.lower() for marker in COMPILE_ERROR_MARKERS)
@@ -259,3 +313,70 @@ def first_runnable(sqls: list[str], database: ReadOnlyDatabase, timeout: float =
         if outcome.ok:
             runs.append(i)
     return runs[0] if runs else 0
+
+
+def choose_candidates(
+    questions: Sequence[dict],
+    candidates: Sequence[Sequence[str]],
+    db_dir: str | Path,
+    rule: Callable[[list[str], ReadOnlyDatabase], int] = first_runnable,
+    *,
+    extract: Callable[[str], str] | None = None,
+) -> list[int]:
+    """For each question (a dict with "db_id"), the index of the candidate to keep.
+
+    rule picks among one question's SQL candidates, given the question's main database
+    (``database_files(db_dir, db_id)[0]``); a question whose database is missing keeps 0, and
+    when no question has more than one candidate no database is opened.  extract turns a
+    candidate into the SQL to run (the predict stage passes ``prompts.extract_sql``, its
+    candidates being raw generations); None: the candidates are SQL already.
+    """
+    if all(len(texts) <= 1 for texts in candidates):
+        return [0] * len(questions)
+    chosen = []
+    with DatabaseCache() as databases:
+        for question, texts in zip(questions, candidates):
+            files = database_files(db_dir, question["db_id"])
+            sqls = [extract(text) for text in texts] if extract is not None else list(texts)
+            chosen.append(rule(sqls, databases.get(files[0])) if files else 0)
+    return chosen
+
+
+class DatabaseCache:
+    """Read-only connections by file, opened on first use; the least recently used are closed
+    beyond max_open (a test suite can have thousands of database files)."""
+
+    def __init__(self, max_open: int = 64) -> None:
+        self.max_open = max_open
+        self._open: OrderedDict[Path, ReadOnlyDatabase] = OrderedDict()
+
+    def get(self, path: Path) -> ReadOnlyDatabase:
+        if path in self._open:
+            self._open.move_to_end(path)
+            return self._open[path]
+        while len(self._open) >= self.max_open:
+            _, oldest = self._open.popitem(last=False)
+            oldest.close()
+        self._open[path] = ReadOnlyDatabase(path)
+        return self._open[path]
+
+    def close(self) -> None:
+        for database in self._open.values():
+            database.close()
+        self._open.clear()
+
+    def __enter__(self) -> DatabaseCache:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def database_files(db_dir: str | Path, db_id: str) -> list[Path]:
+    """DBDIR/<db_id>/<db_id>.sqlite first, then the folder's other .sqlite files (test suites)."""
+    folder = Path(db_dir) / db_id
+    if not folder.is_dir():
+        return []
+    main_file = folder / f"{db_id}.sqlite"
+    others = sorted(path for path in folder.glob("*.sqlite") if path != main_file and path.is_file())
+    return ([main_file] if main_file.is_file() else []) + others
