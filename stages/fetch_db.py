@@ -8,9 +8,7 @@ previous data/spider as it was.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
 
 from sqlora.errors import run_stage
 from sqlora.files import replace_dir, staging_area

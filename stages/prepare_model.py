@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
 
 from sqlora.errors import run_stage
 from sqlora.files import replace_dir, staging_area

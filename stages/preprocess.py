@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
-
 from sqlora.errors import run_stage
+from sqlora.files import replace_dir, staging_area, write_text_atomic
 from sqlora.params import Params
 from sqlora.prompts import dev_record, training_record
 from sqlora.schema import load_schemas, serialize_schema
@@ -55,10 +54,14 @@ def main() -> None:
     dev, dev_missing = partition(dev, lambda example: database_file(args.spider, example["db_id"]).is_file())
     dev_records = [dev_record(i, example, schema_for(example)) for i, example in enumerate(first(dev, dev_limit))]
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(args.out / "train.jsonl", train_records)
-    write_jsonl(args.out / "dev.jsonl", dev_records)
-    write_lines(args.out / "dev_gold.sql", [f"{r['gold']}\t{r['db_id']}" for r in dev_records])
+    # Built beside, swapped in whole: a failure leaves the previous data/prepared as it was.
+    with staging_area(args.out) as staging:
+        new_copy = staging / args.out.name
+        new_copy.mkdir()
+        write_jsonl(new_copy / "train.jsonl", train_records)
+        write_jsonl(new_copy / "dev.jsonl", dev_records)
+        write_lines(new_copy / "dev_gold.sql", [f"{r['gold']}\t{r['db_id']}" for r in dev_records])
+        replace_dir(new_copy, args.out)
     write_json(args.metrics, {
         "train_examples": len(train_records),
         "train_skipped_unknown_db": len(train_unknown),
@@ -102,8 +105,8 @@ def write_lines(path: Path, lines: list[str]) -> None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8", newline="\n")
+    """Whole or not at all; allow_nan=False: a metric is never NaN (JSON has no NaN)."""
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import socket
 import stat
 import threading
 import zipfile
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -151,11 +152,13 @@ def test_checksum_mismatch(server, tiny_spider_zip, fetch):
     assert not out.exists()
 
 
+PAGE = b"<!DOCTYPE html><html><head><title>Google Drive</title></head><body>quota</body></html>"
+
+
 def test_html_page_instead_of_zip(server, fetch):
-    page = b"<!DOCTYPE html><html><head><title>Google Drive</title></head><body>quota</body></html>"
-    result, out = fetch(serve(server, "/page", page, content_type="text/html"))
+    result, out = fetch(serve(server, "/page", PAGE, content_type="text/html"))
     line = one_error_line(result)
-    assert "HTML page" in line and "data.source" in line
+    assert "HTML page, not a zip: the link gave a web page" in line and "data.source" in line
     assert not out.exists()
 
 
@@ -220,6 +223,98 @@ def test_bad_sha256_param(tiny_spider_zip, fetch):
     assert "data.sha256" in line
 
 
+def files_under(folder: Path) -> set[Path]:
+    return {p.relative_to(folder) for p in folder.rglob("*")}
+
+
+def flip_middle(archive: Path, count: int = 400) -> Path:
+    """Invert `count` bytes in the middle of the file, as a bad disk or transfer would."""
+    data = bytearray(archive.read_bytes())
+    start = len(data) // 2 - count // 2
+    data[start:start + count] = bytes(b ^ 0xFF for b in data[start:start + count])
+    archive.write_bytes(bytes(data))
+    return archive
+
+
+def damaged_zip(tiny_spider: Path, folder: Path, kind: str) -> Path:
+    """A tiny Spider zip damaged so that reading it raises `kind`'s error (checked here, so the
+    test cannot drift into testing something else)."""
+    if kind == "zlib":  # deflated data inverted in the middle: the decompressor chokes
+        archive = flip_middle(zip_tiny_spider(tiny_spider, folder / "flipped.zip"))
+        expected = zlib.error
+    elif kind == "crc":  # stored (uncompressed) data changed: only the CRC-32 tells
+        archive = folder / "stored.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+            zf.writestr("spider_data/tables.json", (tiny_spider / "tables.json").read_bytes())
+            zf.writestr("spider_data/dev.json", (tiny_spider / "dev.json").read_bytes())
+        flip_middle(archive, 40)
+        expected = zipfile.BadZipFile
+    else:  # "header": an entry's local header overwritten
+        archive = zip_tiny_spider(tiny_spider, folder / "header.zip")
+        with zipfile.ZipFile(archive) as zf:
+            offset = zf.getinfo("spider_data/dev.json").header_offset
+        data = bytearray(archive.read_bytes())
+        data[offset:offset + 4] = b"XXXX"
+        archive.write_bytes(bytes(data))
+        expected = zipfile.BadZipFile
+    with pytest.raises(expected), zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            zf.read(info)
+    return archive
+
+
+@pytest.mark.parametrize("kind", ["zlib", "crc", "header"])
+def test_damaged_zip_is_one_clear_line_and_keeps_the_previous_copy(tiny_spider, tmp_path, fetch, kind):
+    archive = damaged_zip(tiny_spider, tmp_path, kind)
+    marker = previous_copy(tmp_path / "project" / "data" / "spider")
+    before = files_under(tmp_path)
+    result, out = fetch(archive)
+    line = one_error_line(result)
+    assert line.startswith(f"error: data.source: {archive} is corrupt: damaged data inside the zip (")
+    assert line.endswith("Download it again")
+    assert marker.read_text(encoding="utf-8") == "[]"
+    assert files_under(tmp_path) - before == {Path("project/params.yaml")}  # nothing extracted
+    assert no_leftovers(out)
+
+
+def test_truncated_zip_says_cut_short(tiny_spider_zip, tmp_path, fetch):
+    body = tiny_spider_zip.read_bytes()
+    archive = tmp_path / "short.zip"
+    archive.write_bytes(body[: len(body) * 2 // 3])
+    result, out = fetch(archive)
+    line = one_error_line(result)
+    assert f"{archive} is cut short: it starts like a zip but ends after" in line
+    assert line.endswith("Download it again")
+    assert not out.exists() and no_leftovers(out)
+
+
+def test_html_page_renamed_zip(tmp_path, fetch):
+    archive = tmp_path / "spider_data.zip"
+    archive.write_bytes(b"\n  " + PAGE)
+    line = one_error_line(fetch(archive)[0])
+    assert f"{archive} is an HTML page, not a zip: the link gave a web page" in line
+    assert "data.source" in line
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"", "is empty, not a zip"),
+    (b"name,value\n1,2\n", "is not a zip file (give a Spider zip, a Spider folder or an http(s) URL)"),
+])
+def test_other_files_that_are_not_zips(tmp_path, fetch, content, expected):
+    archive = tmp_path / "spider_data.zip"
+    archive.write_bytes(content)
+    assert expected in one_error_line(fetch(archive)[0])
+
+
+def test_damaged_end_of_zip_is_not_called_cut_short(tiny_spider_zip, fetch):
+    data = bytearray(tiny_spider_zip.read_bytes())
+    end = data.rindex(b"PK\x05\x06")
+    data[end + 16:end + 20] = b"\xff\xff\xff\x7f"  # the table of contents' offset, now past the end
+    tiny_spider_zip.write_bytes(bytes(data))
+    line = one_error_line(fetch(tiny_spider_zip)[0])
+    assert "is corrupt" in line and "cut short" not in line
+
+
 def unsafe_zip(path: Path, name: str, symlink: bool = False) -> Path:
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("spider_data/tables.json", "[]")
@@ -241,10 +336,13 @@ def test_unsafe_zip_entries_are_rejected(tmp_path, name, symlink):
     assert not list(tmp_path.rglob("evil")) and not list(tmp_path.rglob("link"))
 
 
-def test_zip_slip_through_the_stage(tmp_path, fetch):
-    line = one_error_line(fetch(unsafe_zip(tmp_path / "bad.zip", "../evil"))[0])
-    assert "unsafe zip entry '../evil'" in line
-    assert not list(tmp_path.rglob("evil"))
+@pytest.mark.parametrize("name", ["../evil.txt", "spider_data/../../evil.txt", "../../evil.txt"])
+def test_zip_slip_through_the_stage(tmp_path, fetch, name):
+    marker = previous_copy(tmp_path / "project" / "data" / "spider")
+    result, out = fetch(unsafe_zip(tmp_path / "bad.zip", name))
+    assert f"unsafe zip entry {name!r}" in one_error_line(result)
+    assert not list(tmp_path.rglob("evil*")) and not list(tmp_path.parent.glob("evil*"))
+    assert marker.read_text(encoding="utf-8") == "[]" and no_leftovers(out)
 
 
 def test_replace_dir_swaps_folders(tmp_path):

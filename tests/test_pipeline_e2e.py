@@ -1,21 +1,27 @@
 """End to end: `dvc repro` on CPU in a temporary git repository, on a tiny Spider-format set
-with a tiny model; then edits to params.yaml rerun only the stages that depend on them."""
+with a tiny model; then edits to params.yaml rerun only the stages that depend on them, failed
+runs keep the last good outputs, and a teammate's `dvc pull` leaves nothing to rerun.
+
+The repository starts as a clone of the project does: with the reference run's metrics/
+committed, so `dvc metrics diff` compares the tiny run with them."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tiny_model import build_tiny_model
-from tiny_spider import build_tiny_spider
+from tiny_spider import build_tiny_spider, zip_tiny_spider
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_STAGES = {"fetch-db", "preprocess", "prepare-model", "quantize-and-train", "predict@base",
@@ -30,24 +36,54 @@ QUICK = {
 }
 
 
+def dvc_env(repo: Path) -> dict[str, str]:
+    """Stage scripts import the repository's own src/ (not an installed copy)."""
+    return dict(os.environ, DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
+                SQLORA_PROGRESS="0", PYTHONPATH=str(repo / "src"),
+                PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+
+
 def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
-               SQLORA_PROGRESS="0", PYTHONPATH=str(repo / "src"),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True,
-                          text=True, timeout=900)
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=dvc_env(repo),
+                          capture_output=True, text=True, timeout=900)
     if check and done.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
     return done
 
 
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", *args], cwd=repo,
-                   check=True, capture_output=True)
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", *args],
+                          cwd=repo, check=True, capture_output=True, text=True).stdout
 
 
 def stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def changed_stages(repo: Path) -> set[str]:
+    """The stages `dvc status` lists as changed."""
+    return set(re.findall(r"^(\S+):\s*$", dvc(repo, "status").stdout, flags=re.M))
+
+
+def up_to_date(repo: Path) -> bool:
+    return "Data and pipelines are up to date" in dvc(repo, "status").stdout
+
+
+def snapshot(repo: Path, *paths: str) -> dict[str, bytes]:
+    """Every file under the given files and folders, with its contents."""
+    found = {}
+    for path in map(repo.joinpath, paths):
+        for file in ([path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())):
+            found[file.relative_to(repo).as_posix()] = file.read_bytes()
+    assert found, paths
+    return found
+
+
+def strict_json(path: Path):
+    """JSON as the standard has it: NaN and Infinity (which json.dumps writes by default) fail."""
+    def refuse(constant):
+        raise AssertionError(f"{path} holds {constant}")
+    return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
 
 
 def edit_params(repo: Path, section: str, **values) -> None:
@@ -59,13 +95,14 @@ def edit_params(repo: Path, section: str, **values) -> None:
 
 @pytest.fixture(scope="module")
 def pipeline_repo(tmp_path_factory) -> Path:
-    """A git + DVC repository with the project's pipeline, pointed at tiny data and a tiny model."""
+    """A git + DVC repository with the project's pipeline, pointed at tiny data and a tiny model;
+    its first commit holds, like the project's, the reference run's metrics/."""
     work = tmp_path_factory.mktemp("e2e")
     repo = work / "repo"
     repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml"):
+    for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)
-    for folder in ("stages", "src"):
+    for folder in ("stages", "src", "metrics"):
         shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     spider = build_tiny_spider(work / "tiny_spider")
     model = build_tiny_model(work / "tiny_model")
@@ -75,7 +112,6 @@ def pipeline_repo(tmp_path_factory) -> Path:
     for section, values in QUICK.items():
         params[section].update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (repo / ".gitignore").write_text("/data/\n/outputs/\n__pycache__/\n")
     git(repo, "init", "-q")
     dvc(repo, "init", "-q")
     git(repo, "add", "-A")
@@ -83,50 +119,175 @@ def pipeline_repo(tmp_path_factory) -> Path:
     return repo
 
 
+LEVELS = ("easy", "medium", "hard", "extra")
+
+
 def test_repro_runs_every_stage_and_writes_metrics(pipeline_repo: Path):
+    reference = strict_json(ROOT / "metrics/eval.json")
     done = dvc(pipeline_repo, "repro")
     assert stages_run(done.stdout) == ALL_STAGES
+    assert "WARNING" not in done.stdout + done.stderr and "ERROR" not in done.stdout + done.stderr
 
-    data = json.loads((pipeline_repo / "metrics/data.json").read_text())
+    # every metrics file is standard JSON: no NaN or Infinity
+    metrics = {path.name: strict_json(path) for path in (pipeline_repo / "metrics").glob("*.json")}
+    assert set(metrics) == {"data.json", "train.json", "predict_base.json", "predict_finetuned.json",
+                            "eval.json"}
+
+    data = metrics["data.json"]
     assert data["dev_questions"] == 24 and data["dev_skipped_missing_db"] == 2
-    train = json.loads((pipeline_repo / "metrics/train.json").read_text())
+    train = metrics["train.json"]
     assert train["steps"] == 4 and train["tokens"] > 0 and train["trainable_params"] > 0
-    assert train["final_loss"] == train["final_loss"]  # not NaN
     # examples longer than train.max_length are left out, not truncated; most tiny ones fit
     assert train["examples"] + train["skipped_too_long"] == data["train_examples"]
     assert train["examples"] > train["skipped_too_long"]
     losses = (pipeline_repo / "metrics/train_loss.csv").read_text().splitlines()
     assert losses[0] == "step,loss,learning_rate" and len(losses) == 5
+    assert [int(line.split(",")[0]) for line in losses[1:]] == [1, 2, 3, 4]
+    assert train["final_loss"] == pytest.approx(float(losses[-1].split(",")[1]), abs=1e-5)
 
-    scores = json.loads((pipeline_repo / "metrics/eval.json").read_text())
-    assert scores["count_all"] == 24
-    for model in ("base", "finetuned", "delta"):
+    scores = metrics["eval.json"]
+    per_question = [json.loads(line) for line in
+                    (pipeline_repo / "outputs/eval/per_question.jsonl").read_text().splitlines()]
+    assert len(per_question) == 24 and [q["index"] for q in per_question] == list(range(24))
+    assert {"index", "db_id", "hardness", "finetuned_exec"} <= set(per_question[0])
+    # counts: per hardness as in per_question.jsonl, summing to all
+    for level in LEVELS:
+        assert scores[f"count_{level}"] == sum(q["hardness"] == level for q in per_question)
+    assert sum(scores[f"count_{level}"] for level in LEVELS) == scores["count_all"] == 24
+    for model in ("base", "finetuned"):
         for mode in ("exec", "plug"):
-            for level in ("easy", "medium", "hard", "extra", "all"):
-                assert isinstance(scores[f"{model}_{mode}_{level}"], (int, float))
+            for level in (*LEVELS, "all"):
+                key = f"{model}_{mode}_{level}"
+                right = [q[f"{model}_{mode}"] for q in per_question if level == "all" or q["hardness"] == level]
+                assert 0 <= scores[key] <= 1
+                assert scores[key] == pytest.approx(sum(right) / len(right) if right else 0.0, abs=5e-5), key
+                # the delta is finetuned minus base, key by key
+                delta = scores[f"finetuned_{mode}_{level}"] - scores[f"base_{mode}_{level}"]
+                assert scores[f"delta_{mode}_{level}"] == pytest.approx(delta, abs=1.5e-4)
+    with (pipeline_repo / "metrics/accuracy_by_hardness.csv").open(newline="") as f:
+        bars = list(csv.DictReader(f))
+    assert [(row["model"], row["hardness"]) for row in bars] == \
+        [(model, level) for model in ("base", "finetuned") for level in (*LEVELS, "all")]
+    assert all(float(row["exec"]) == scores[f"{row['model']}_exec_{row['hardness']}"] for row in bars)
+
+    gold = (pipeline_repo / "data/prepared/dev_gold.sql").read_text().splitlines()
+    assert len(gold) == 24 and all("\t" in line for line in gold)
+    candidates = yaml.safe_load((ROOT / "params.yaml").read_text())["predict"]["num_candidates"]
     for variant in ("base", "finetuned"):
         predictions = (pipeline_repo / f"outputs/predictions/{variant}/pred.sql").read_text().splitlines()
         assert len(predictions) == 24
-        predict = json.loads((pipeline_repo / f"metrics/predict_{variant}.json").read_text())
+        predict = metrics[f"predict_{variant}.json"]
         assert predict["questions"] == 24 and 0 <= predict["not_first_candidate"] <= 24
+        assert predict["empty_predictions"] == sum(1 for sql in predictions if not sql.strip())
         generations = [json.loads(line) for line in
                        (pipeline_repo / f"outputs/predictions/{variant}/generations.jsonl").read_text().splitlines()]
-        candidates = yaml.safe_load((ROOT / "params.yaml").read_text())["predict"]["num_candidates"]
+        assert [g["db_id"] for g in generations] == [line.rsplit("\t", 1)[1] for line in gold]
+        assert [g["sql"] for g in generations] == predictions
         if candidates > 1:  # the default: a beam of candidates, and the one kept is among them
             assert all(len(g["candidates"]) == candidates and g["generation"] in g["candidates"]
                        for g in generations)
+            assert predict["not_first_candidate"] == sum(1 for g in generations if g["candidate"])
         assert predict["stage_s"] >= predict["load_s"] + predict["generate_s"] - 0.05
-    gold = (pipeline_repo / "data/prepared/dev_gold.sql").read_text().splitlines()
-    assert len(gold) == 24 and all("\t" in line for line in gold)
-    per_question = (pipeline_repo / "outputs/eval/per_question.jsonl").read_text().splitlines()
-    assert len(per_question) == 24
-    assert {"index", "db_id", "hardness", "finetuned_exec"} <= set(json.loads(per_question[0]))
     assert (pipeline_repo / "outputs/adapter/adapter_config.json").is_file()
 
     shown = dvc(pipeline_repo, "metrics", "show").stdout
     assert "finetuned_exec_all" in shown
-    assert "didn't change" in dvc(pipeline_repo, "status").stdout or \
-        "up to date" in dvc(pipeline_repo, "status").stdout
+    assert up_to_date(pipeline_repo)
+
+    # metrics/ is git's (cache: false): the run shows up as changes to the committed reference
+    status = git(pipeline_repo, "status", "--porcelain", "--untracked-files=all")
+    assert " M metrics/eval.json" in status.splitlines()
+    assert not [line for line in status.splitlines() if line.startswith("??") and "metrics/" in line]
+    assert not (pipeline_repo / "metrics/.gitignore").exists()
+    # the first `dvc metrics diff` puts the run beside the published one
+    diff = dvc(pipeline_repo, "metrics", "diff", "--json")
+    assert "failed to load" not in diff.stdout + diff.stderr.lower()
+    changes = json.loads(diff.stdout)
+    assert changes["metrics/eval.json"]["count_all"] == {"old": 972, "new": 24, "diff": 24 - 972}
+    assert changes["metrics/eval.json"]["finetuned_exec_all"]["old"] == reference["finetuned_exec_all"]
+    assert changes["metrics/data.json"]["dev_questions"]["old"] == 972
+    assert changes["metrics/train.json"]["steps"] == {"old": 630, "new": 4, "diff": 4 - 630}
+    plots = json.loads(dvc(pipeline_repo, "plots", "diff", "--json").stdout)
+    assert not plots.get("errors"), plots.get("errors")
+    for chart in plots["data"].values():
+        assert {point["rev"] for point in chart[0]["content"]["data"]["values"]} == {"workspace", "HEAD"}
+
+
+def corrupt_zip(folder: Path) -> Path:
+    """The tiny release zipped, 400 bytes in its middle inverted: unzipping it fails (zlib.error)."""
+    archive = zip_tiny_spider(build_tiny_spider(folder / "release"), folder / "corrupt.zip")
+    data = bytearray(archive.read_bytes())
+    middle = len(data) // 2 - 200
+    data[middle:middle + 400] = bytes(b ^ 0xFF for b in data[middle:middle + 400])
+    archive.write_bytes(bytes(data))
+    return archive
+
+
+def slip_zip(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("spider_data/tables.json", "[]")
+        zf.writestr("../../evil.txt", "gotcha")
+    return path
+
+
+def test_failed_runs_keep_the_last_good_outputs(pipeline_repo: Path, tmp_path: Path):
+    """DVC would delete a stage's outputs before running it; persist: true keeps them, and the
+    scripts swap new outputs in only when complete. So a failed run changes nothing."""
+    if not (pipeline_repo / "dvc.lock").is_file():
+        dvc(pipeline_repo, "repro")
+    params = (pipeline_repo / "params.yaml").read_text()
+    lock = (pipeline_repo / "dvc.lock").read_text()
+    data = snapshot(pipeline_repo, "data/spider", "data/prepared", "metrics/data.json")
+    trained = snapshot(pipeline_repo, "outputs/adapter", "metrics/train.json", "metrics/train_loss.csv")
+
+    # a damaged zip, through `dvc exp run -S` as a user would
+    failed = dvc(pipeline_repo, "exp", "run", "-S", f"data.source={corrupt_zip(tmp_path)}", check=False)
+    assert failed.returncode != 0
+    assert "is corrupt: damaged data inside the zip" in failed.stdout + failed.stderr
+    assert "Traceback" not in failed.stdout + failed.stderr
+    assert snapshot(pipeline_repo, "data/spider", "data/prepared", "metrics/data.json") == data
+    status = dvc(pipeline_repo, "status").stdout
+    assert "changed outs" not in status and "deleted" not in status, status  # params changed, that's all
+    (pipeline_repo / "params.yaml").write_text(params)
+
+    # a zip that climbs out of its folder: refused, nothing written anywhere
+    edit_params(pipeline_repo, "data", source=str(slip_zip(tmp_path / "slip.zip")))
+    failed = dvc(pipeline_repo, "repro", check=False)
+    assert failed.returncode != 0 and "unsafe zip entry '../../evil.txt'" in failed.stdout + failed.stderr
+    assert not list(pipeline_repo.parent.rglob("evil.txt")) and not (tmp_path.parent / "evil.txt").exists()
+    assert snapshot(pipeline_repo, "data/spider", "data/prepared", "metrics/data.json") == data
+    (pipeline_repo / "params.yaml").write_text(params)
+
+    # a training that fails (here at once, on a LoRA rank of 0)
+    failed = dvc(pipeline_repo, "exp", "run", "-S", "lora.r=0", check=False)
+    assert failed.returncode != 0 and "lora.r = 0" in failed.stdout + failed.stderr
+    assert snapshot(pipeline_repo, "outputs/adapter", "metrics/train.json", "metrics/train_loss.csv") == trained
+    status = dvc(pipeline_repo, "status").stdout
+    assert "changed outs" not in status and "deleted" not in status, status  # params changed, that's all
+    (pipeline_repo / "params.yaml").write_text(params)
+
+    assert (pipeline_repo / "dvc.lock").read_text() == lock
+    assert up_to_date(pipeline_repo)
+
+
+def test_pull_in_a_fresh_clone_reruns_nothing(pipeline_repo: Path, tmp_path: Path):
+    """A teammate clones, pulls, and finds the pipeline up to date: no output DVC cannot pull."""
+    if not (pipeline_repo / "dvc.lock").is_file():
+        dvc(pipeline_repo, "repro")
+    assert up_to_date(pipeline_repo)
+    dvc(pipeline_repo, "remote", "add", "-d", "store", str(tmp_path / "store"))
+    dvc(pipeline_repo, "push")
+    git(pipeline_repo, "add", "-A")
+    git(pipeline_repo, "commit", "-qm", "results, and where their data is")
+
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(pipeline_repo), str(clone))
+    dvc(clone, "pull")
+    assert (clone / "outputs/adapter/adapter_config.json").is_file()
+    assert snapshot(clone, "data/prepared", "outputs/eval") == snapshot(pipeline_repo, "data/prepared", "outputs/eval")
+    assert up_to_date(clone), dvc(clone, "status").stdout
+    dry = dvc(clone, "repro", "--dry")
+    assert stages_run(dry.stdout) == set(), dry.stdout
 
 
 def test_lora_edit_reruns_only_training_finetuned_predict_and_evaluate(pipeline_repo: Path):
@@ -146,11 +307,24 @@ def test_quant_edit_never_reruns_data_stages(pipeline_repo: Path):
     if not (pipeline_repo / "dvc.lock").is_file():
         dvc(pipeline_repo, "repro")
     edit_params(pipeline_repo, "quant", bnb_4bit_quant_type="fp4")
-    status = dvc(pipeline_repo, "status").stdout
-    changed = set(re.findall(r"^(\S+):\s*$", status, flags=re.M))
+    changed = changed_stages(pipeline_repo)
     assert {"quantize-and-train", "predict@base"} <= changed
     assert not changed & {"fetch-db", "preprocess", "prepare-model"}
     edit_params(pipeline_repo, "quant", bnb_4bit_quant_type="nf4")
+
+
+def test_train_edit_reruns_training_finetuned_predict_and_evaluate(pipeline_repo: Path):
+    if not (pipeline_repo / "dvc.lock").is_file():
+        dvc(pipeline_repo, "repro")
+    before = (pipeline_repo / "params.yaml").read_text()
+    edit_params(pipeline_repo, "train", learning_rate=2.0e-3)
+    assert changed_stages(pipeline_repo) == {"quantize-and-train"}
+    # what a repro would run: training, and (as its adapter changes) all that depends on it
+    dry = dvc(pipeline_repo, "repro", "--dry", "--force-downstream").stdout
+    assert stages_run(dry) == {"quantize-and-train", "predict@finetuned", "evaluate"}
+    for untouched in ("fetch-db", "preprocess", "prepare-model", "predict@base"):
+        assert f"'{untouched}' didn't change" in dry
+    (pipeline_repo / "params.yaml").write_text(before)
 
 
 def commit_results(repo: Path, message: str) -> None:
@@ -161,7 +335,10 @@ def commit_results(repo: Path, message: str) -> None:
 def test_experiments_show_diff_and_plot_against_the_baseline(pipeline_repo: Path):
     dvc(pipeline_repo, "repro")
     commit_results(pipeline_repo, "baseline results")
-    dvc(pipeline_repo, "exp", "run", "-S", "lora.r=4", "-S", "train.learning_rate=0.01")
+    ran = stages_run(dvc(pipeline_repo, "exp", "run", "-S", "lora.r=4", "-S", "train.learning_rate=0.01").stdout)
+    # evaluate reruns only if the new predictions differ (DVC compares their hashes)
+    assert {"quantize-and-train", "predict@finetuned"} <= ran <= {"quantize-and-train", "predict@finetuned",
+                                                                  "evaluate"}
 
     shown = dvc(pipeline_repo, "exp", "show", "--no-pager", "--csv").stdout
     header = shown.splitlines()[0].split(",")
@@ -213,10 +390,8 @@ def test_killed_training_resumes_from_its_last_checkpoint(pipeline_repo: Path):
 
     edit_params(pipeline_repo, "train", max_steps=10, save_steps=2)
     shutil.rmtree(pipeline_repo / "outputs/checkpoints", ignore_errors=True)  # earlier runs' checkpoint-4
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", SQLORA_PROGRESS="0",
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     run = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "quantize-and-train"], cwd=pipeline_repo,
-                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env=dvc_env(pipeline_repo), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)
     checkpoint = pipeline_repo / "outputs/checkpoints/checkpoint-4/trainer_state.json"
     deadline = time.time() + 600

@@ -13,6 +13,7 @@ import yaml
 from sqlora.prompts import SYSTEM_PROMPT
 from tiny_spider import DEV, TRAIN, build_tiny_spider
 
+ROOT = Path(__file__).resolve().parents[1]
 STAGE = "stages/preprocess.py"
 KNOWN_DEV = [q for q in DEV if q[0] != "missing_db"]
 KNOWN_TRAIN = [q for q in TRAIN if q[0] != "ghost_db"]
@@ -144,8 +145,40 @@ def test_value_hints_name_the_values_a_question_mentions(preprocess):
         assert user.startswith("Database schema:\n") and user.endswith("\nSQL:")
 
 
-def test_no_value_hints_by_default(preprocess):
-    result, out = preprocess()
+def test_no_value_hints_when_turned_off(preprocess):
+    result, out = preprocess(value_hints=False)
     assert result.returncode == 0, result.stderr
     assert not any("-- values in the question:" in r["prompt"][-1]["content"]
                    for r in read_jsonl(out / "dev.jsonl") + read_jsonl(out / "train.jsonl"))
+
+
+def test_project_defaults(preprocess):
+    """The data section of the project's params.yaml as it ships: compact schemas, value hints on."""
+    defaults = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["data"]
+    assert defaults["value_hints"] is True and defaults["schema_format"] == "compact"
+    result, out = preprocess(**defaults)
+    assert result.returncode == 0, result.stderr
+    assert "schema format: compact, with value hints" in result.stdout
+    metrics = json.loads((out.parents[1] / "metrics" / "data.json").read_text(encoding="utf-8"))
+    assert metrics["dev_with_value_hints"] > 0 and metrics["train_with_value_hints"] > 0
+    france = next(r for r in read_jsonl(out / "train.jsonl") if "from France" in r["question"])
+    assert "-- values in the question:" in france["prompt"][-1]["content"]
+
+
+def test_outputs_are_replaced_whole_and_kept_on_failure(preprocess, tiny_spider):
+    result, out = preprocess(dev_limit=3)
+    assert result.returncode == 0, result.stderr
+    metrics_file = out.parents[1] / "metrics" / "data.json"
+    (out / "stale.txt").write_text("from an older run", encoding="utf-8")
+    result, out = preprocess(dev_limit=5)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["dev.jsonl", "dev_gold.sql", "train.jsonl"]
+    assert json.loads(metrics_file.read_text(encoding="utf-8"))["dev_questions"] == 5
+    before = {p.name: p.read_bytes() for p in [*out.iterdir(), metrics_file]}
+
+    (tiny_spider / "dev.json").write_text("[{\"db_id\": \"concert\"}]", encoding="utf-8")  # broken
+    assert "entry 0 lacks a db_id, question or query" in one_error_line(preprocess(dev_limit=2)[0])
+    assert {p.name: p.read_bytes() for p in [*out.iterdir(), metrics_file]} == before
+    leftovers = [p for folder in (out.parent, metrics_file.parent) for p in folder.iterdir()
+                 if p.name.startswith(".")]
+    assert not leftovers

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import lzma
 import os
 import shutil
 import stat
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .errors import SqloraError
@@ -68,10 +70,11 @@ def download(url: str, dest: Path, *, timeout: float = 60.0) -> Path:
         raise SqloraError(f"download from {url} was cut short: got {received:,} of "
                           f"{expected:,} bytes. Try again. {OFFLINE_HINT}")
     if not zipfile.is_zipfile(dest):
-        kind = "an HTML page" if _looks_like_html(dest) else "a file that is not a zip"
-        raise SqloraError(f"{url} returned {kind}, not a zip (Google Drive does this for quota "
-                          f"or confirmation pages). Download the zip in a browser and set "
-                          f"data.source to its path")
+        if _looks_like_html(dest):
+            raise SqloraError(f"{url} returned an HTML page, not a zip: the link gave a web page "
+                              "(Google Drive does this for quota or confirmation pages). Download the "
+                              "zip in a browser and set data.source to its path")
+        raise SqloraError(f"{url} returned a file that {_not_zip_reason(dest)}")
     return dest
 
 
@@ -89,7 +92,7 @@ def _reason(error: object, timeout: float) -> str:
 
 def _looks_like_html(path: Path) -> bool:
     with path.open("rb") as f:
-        head = f.read(512).lstrip().lower()
+        head = f.read(512).removeprefix(b"\xef\xbb\xbf").lstrip().lower()
     return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
 
 
@@ -105,20 +108,69 @@ def check_sha256(path: Path, expected: str) -> str:
 # --- unpacking --------------------------------------------------------------
 
 def require_zip(path: Path) -> None:
-    if not zipfile.is_zipfile(path):
-        raise SqloraError(f"data.source: {path} is not a zip file (give a Spider zip, "
-                          "a Spider folder or an http(s) URL)")
+    """Raise, saying what the file is instead, unless path is a zip (by its end record)."""
+    if zipfile.is_zipfile(path):
+        return
+    try:
+        reason = _not_zip_reason(path)
+    except OSError as error:
+        raise SqloraError(f"data.source: cannot read {path}: {error.strerror or error}") from None
+    raise SqloraError(f"data.source: {path} {reason}")
+
+
+_LOCAL_HEADER = b"PK\x03\x04"
+_END_RECORD = b"PK\x05\x06"
+_NOT_ZIP_HINT = "give a Spider zip, a Spider folder or an http(s) URL"
+
+
+def _not_zip_reason(path: Path) -> str:
+    """What a file that zipfile rejects is instead: a web page, cut short, damaged, empty, other."""
+    if _looks_like_html(path):
+        return ("is an HTML page, not a zip: the link gave a web page (a sign-in, quota or "
+                "confirmation page) instead of the file. Download the zip in a browser and set "
+                "data.source to its path")
+    size = path.stat().st_size
+    if size == 0:
+        return f"is empty, not a zip ({_NOT_ZIP_HINT})"
+    with path.open("rb") as f:
+        head = f.read(4)
+        f.seek(max(0, size - (1 << 16) - 22))  # the end record, after at most a 64 KiB comment
+        tail = f.read()
+    if head != _LOCAL_HEADER:
+        return f"is not a zip file ({_NOT_ZIP_HINT})"
+    if _END_RECORD in tail:
+        return ("is corrupt: it starts like a zip but the table of contents at its end is "
+                "damaged. Download it again")
+    return (f"is cut short: it starts like a zip but ends after {size:,} bytes, before the "
+            "zip's table of contents (an interrupted download or copy). Download it again")
+
+
+# What reading a damaged zip can raise: bad headers or CRC (BadZipFile), bad deflate data
+# (zlib.error), a stream that ends early (EOFError), a mangled method or flags field
+# (NotImplementedError, RuntimeError "encrypted"), a mangled name (UnicodeDecodeError), bad
+# bzip2/lzma data (OSError, LZMAError).
+_DAMAGED = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError,
+            RuntimeError, UnicodeDecodeError, lzma.LZMAError, OSError)
+
+
+class _WriteError(Exception):
+    """An OSError while writing the extracted files (disk full, permissions), not while reading."""
 
 
 def extract_spider_zip(archive: Path, dest: Path) -> None:
-    """Extract archive into dest, dropping its single top folder (spider_data/, spider/)."""
+    """Extract archive into dest, dropping its single top folder (spider_data/, spider/).
+
+    Every entry is checked before anything is written: none may land outside dest. A damaged
+    archive (bad CRC, bad compressed data) raises SqloraError; dest may then hold part of it, so
+    extract into a staging folder (fetch-db does).
+    """
     require_zip(archive)
     try:
         with zipfile.ZipFile(archive) as zf:
             entries = [(info, _safe_parts(info)) for info in zf.infolist()]
             entries = [(info, parts) for info, parts in entries if parts and parts[0] not in _JUNK]
             strip = _single_top_folder([parts for _, parts in entries])
-            dest.mkdir(parents=True, exist_ok=True)
+            _write(dest.mkdir, parents=True, exist_ok=True)
             total = sum(info.file_size for info, _ in entries)
             with progress(total=total, unit="B", unit_scale=True, desc="extract") as bar:
                 for info, parts in entries:
@@ -127,16 +179,39 @@ def extract_spider_zip(archive: Path, dest: Path) -> None:
                         continue
                     target = dest.joinpath(*parts)
                     if info.is_dir():
-                        target.mkdir(parents=True, exist_ok=True)
+                        _write(target.mkdir, parents=True, exist_ok=True)
                         continue
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, target.open("wb") as out:
-                        shutil.copyfileobj(src, out, CHUNK)
+                    _write(target.parent.mkdir, parents=True, exist_ok=True)
+                    _extract_entry(zf, info, target)
                     bar.update(info.file_size)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as error:
-        raise SqloraError(f"data.source: {archive.name} is a damaged zip ({error})") from None
-    except OSError as error:
+    except _WriteError as error:
         raise SqloraError(f"cannot extract {archive.name} into {dest.parent}: {error}") from None
+    except _DAMAGED as error:
+        raise SqloraError(f"data.source: {archive} is corrupt: damaged data inside the zip "
+                          f"({_printable(error)}). Download it again") from None
+
+
+def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:
+    """Copy one entry to target; reading errors propagate as they are, writing ones as _WriteError."""
+    with zf.open(info) as src:
+        out = _write(target.open, "wb")
+        with out:
+            while chunk := src.read(CHUNK):  # CRC checked as the last chunk is read
+                _write(out.write, chunk)
+
+
+def _write(action, *args, **kwargs):
+    try:
+        return action(*args, **kwargs)
+    except OSError as error:
+        raise _WriteError(error.strerror or str(error)) from None
+
+
+def _printable(error: BaseException, limit: int = 160) -> str:
+    """The error's text on one line without control bytes (a damaged name may hold any byte)."""
+    text = str(error) or type(error).__name__
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _safe_parts(info: zipfile.ZipInfo) -> tuple[str, ...]:
