@@ -102,6 +102,7 @@ def prepare_base_model(source: ModelSource, out_dir: Path, trust_remote_code: bo
         model_kwargs = {**kwargs, "quantization_config": GgufConfig(dequantize=True)}
     else:
         folder, model_kwargs = source.location, dict(kwargs)
+        check_model_folder(Path(folder), trust_remote_code, tokenizer=True)
     with load_errors(source.location, "tokenizer", hub=source.kind == "hub"):
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
     with load_errors(source.location, "model", hub=source.kind == "hub"):
@@ -135,26 +136,54 @@ def load_errors(location: str | Path, what: str, *, hub: bool = False):
             cause = f"{type(error).__name__}: {cause}"  # their messages do not say what went wrong
         subject = f"model {location}" if what == "model" else f"the {what} of {location}"
         message = f"cannot load {subject}: {cause}"
-        hint = load_hint(error, Path(location), what, hub)
+        hint = load_hint(error, hub)
         raise SqloraError(message + (f" ({hint})" if hint else "")) from error
 
 
-def load_hint(error: Exception, location: Path, what: str, hub: bool) -> str:
+def check_model_folder(folder: Path, trust_remote_code: bool, *, tokenizer: bool) -> None:
+    """Problems with a local model folder that transformers reports late, obscurely or not at all:
+    a model type it does not know (after a warning), code it would have to run, no tokenizer
+    files (it then builds an empty tokenizer for some model types, without a word)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return  # a hub id, or nothing: transformers says which
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = None  # none (an adapter folder) or not JSON: transformers says so when it loads
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if isinstance(model_type, str) and model_type and model_type not in CONFIG_MAPPING:
+        if not config.get("auto_map"):
+            import transformers
+
+            raise SqloraError(f"cannot load model {folder}: model type {model_type!r} is unknown to transformers "
+                              f"{transformers.__version__} (upgrade transformers or choose another model)")
+        if not trust_remote_code:
+            raise SqloraError(f"cannot load model {folder}: model type {model_type!r} comes with its own code "
+                              f"(auto_map in config.json); {REMOTE_CODE_HINT}")
+    if tokenizer and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise SqloraError(f"cannot load the tokenizer of {folder}: no tokenizer files in the folder "
+                          "(tokenizer.json, tokenizer.model or vocab.json)")
+
+
+REMOTE_CODE_HINT = "set model.trust_remote_code: true in params.yaml if you trust it"
+
+
+def load_hint(error: Exception, hub: bool) -> str:
     """What to do about a load error, where it is clear; "" otherwise."""
     import transformers
 
     text = str(error)
     if "trust_remote_code" in text or "contains custom code" in text:
-        return "it ships its own code: set model.trust_remote_code: true in params.yaml if you trust it"
+        return f"it ships its own code: {REMOTE_CODE_HINT}"
     if "does not recognize this architecture" in text:
         return (f"transformers {transformers.__version__} does not know this model type: upgrade transformers "
                 "or choose another model")
     if "GGUF model with architecture" in text:
         return (f"transformers {transformers.__version__} cannot read GGUF files of this architecture: "
                 "use the model's safetensors folder or hub id instead")
-    if what == "tokenizer" and location.is_dir() and not any((location / name).is_file()
-                                                             for name in TOKENIZER_FILES):
-        return "the folder has no tokenizer files (tokenizer.json, tokenizer.model or vocab.json)"
     if hub and isinstance(error, OSError):
         return "offline? set HF_HUB_OFFLINE=0 and check the network, or use a local folder"
     return ""
@@ -191,6 +220,7 @@ def load_quantized_model(model_dir: str | Path, quant: QuantParams, *, trust_rem
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
     device = device or default_device()
     kwargs["device_map"] = {"": device}
+    check_model_folder(Path(model_dir), trust_remote_code, tokenizer=False)
     with load_errors(model_dir, "model"):
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     if for_training and device == "cpu":
@@ -249,6 +279,7 @@ def disable_avx512bf16_repacking(model) -> None:
 def load_tokenizer(model_dir: str | Path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    check_model_folder(Path(model_dir), trust_remote_code, tokenizer=True)
     with load_errors(model_dir, "tokenizer"):
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
