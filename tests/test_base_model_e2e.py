@@ -90,6 +90,10 @@ def test_repro_with_a_base_model_without_chat_template(base_model_repo: Path):
     assert train["steps"] == 3 and train["tokens"] > 0 and train["examples"] > 0
     assert math.isfinite(train["final_loss"]) and math.isfinite(train["mean_loss"])
     assert (repo / "outputs/adapter/adapter_config.json").is_file()
+    # TRL added no chat template: the fine-tuned model is asked in the plain format it learned
+    adapter_tokenizer = json.loads((repo / "outputs/adapter/tokenizer_config.json").read_text())
+    assert not adapter_tokenizer.get("chat_template")
+    assert not (repo / "outputs/adapter/chat_template.jinja").exists()
 
     data = json.loads((repo / "metrics/data.json").read_text())
     questions = data["dev_questions"]

@@ -19,11 +19,16 @@ training and prediction alike:
       SQL:
       SELECT count(*) FROM singer<eos>
 
-  Training gives TRL the prompt (up to and including "SQL:\n") and the completion (the SQL
-  and eos) as plain strings; TRL tokenizes them with the tokenizer's special tokens (a BOS
-  where the tokenizer adds one) and trains on the completion only. Generation tokenizes
-  `prompt_text` without special tokens, so `prompt_text` starts with that BOS itself: the
-  model sees the same tokens in both.
+  Training gives TRL the prompt (up to and including "SQL:\n") and the completion (the SQL,
+  without ';', and eos) as plain strings. TRL 1.x's SFTTrainer (`_prepare_dataset` in
+  trl/trainer/sft_trainer.py) appends eos only to a completion that lacks it, tokenizes
+  prompt and prompt + completion with the tokenizer's special tokens (a BOS where the
+  tokenizer adds one), and trains on the completion only. Generation tokenizes `prompt_text`
+  without special tokens, so `prompt_text` starts with that BOS itself: the model sees the
+  same tokens in both, and its answer ends at eos (or at a token holding ';').
+
+The prepared data (train.jsonl, dev.jsonl) always holds the chat messages; the choice is made
+when a tokenizer reads them, so one prepared set serves every model.
 """
 
 from __future__ import annotations
