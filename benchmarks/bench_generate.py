@@ -27,7 +27,7 @@ import torch
 from sqlora.generation import sql_end_token_ids
 from sqlora.modeling import chat_end_token_ids, load_for_inference
 from sqlora.params import Params
-from sqlora.prompts import extract_sql
+from sqlora.prompts import extract_sql, prompt_text
 
 STOP_STRINGS = [";"]  # how the predict stage found the end of the SQL before sql_end_token_ids
 BEAMS = {"num_beams": 4, "num_return_sequences": 4, "early_stopping": True}
@@ -155,8 +155,7 @@ params = Params.read()
 predict = params.predict
 model, tokenizer = load_for_inference(args.model, args.base, params.quant, dequantize=True)
 tokenizer.padding_side = "left"
-texts = [tokenizer.apply_chat_template(q["prompt"], tokenize=False, add_generation_prompt=True)
-         + predict.answer_prefix for q in questions]
+texts = [prompt_text(tokenizer, q["prompt"]) + predict.answer_prefix for q in questions]
 run_generate(model, tokenizer, texts[:8], 8, {**STATIC, "stop": "strings"})  # warm-up
 if args.profile:
     profile_steps(model, tokenizer, texts, args.profile)

@@ -405,3 +405,49 @@ def test_quiet_library_bars_does_not_import_datasets_yet_silences_it():
     env.update(SQLORA_PROGRESS="0", PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- a base model without chat template
+
+@pytest.fixture(scope="module")
+def base_model(tiny_models, tmp_path_factory) -> Path:
+    """A tiny Gemma3-style base model whose tokenizer has no chat template and eos <|endoftext|>."""
+    from tiny_model import build_tiny_base_model
+
+    return build_tiny_base_model(tmp_path_factory.mktemp("base") / "gemma3",
+                                 tokenizer=load_tokenizer(tiny_models["llama"]))
+
+
+def test_without_chat_template_generation_stops_at_eos(base_model):
+    model, tokenizer = load(base_model)
+    assert not tokenizer.chat_template
+    assert chat_end_token_ids(tokenizer) == [tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+    with scripted(model, tokenizer, [" count", "<|endoftext|>", " x"]):
+        outputs = generate(model, tokenizer, PROMPTS[:2], batch_size=2, max_new_tokens=10,
+                           answer_prefix="SELECT")
+    assert outputs == ["SELECT count", "SELECT count"]
+
+
+def test_without_chat_template_sql_end_tokens_are_eos_and_semicolons(base_model):
+    tokenizer = load_tokenizer(base_model)
+    ends = sql_end_token_ids(tokenizer)
+    assert tokenizer.eos_token_id in ends and tokenizer.convert_tokens_to_ids("<|im_end|>") not in ends
+    assert all(";" in tokenizer.decode([i]) for i in ends if i != tokenizer.eos_token_id)
+
+
+def test_without_chat_template_the_model_sees_the_plain_prompt(base_model):
+    """BOS, the system line, schema and question, "SQL:", a newline and the answer prefix."""
+    from sqlora.prompts import SYSTEM_PROMPT
+
+    model, tokenizer = load(base_model)
+    seen = []
+    handle = model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["input_ids"][0].tolist()), with_kwargs=True)
+    try:
+        generate(model, tokenizer, PROMPTS[:1], batch_size=1, max_new_tokens=1, answer_prefix="SELECT")
+    finally:
+        handle.remove()
+    assert seen[0][0] == tokenizer.bos_token_id
+    prompt = tokenizer.decode(seen[0][1:])
+    assert prompt.startswith(SYSTEM_PROMPT + "\n\nDatabase schema:\n" + SCHEMA + "\n\nQuestion: How many singers?")
+    assert prompt.endswith("\nSQL:\nSELECT"), prompt[-60:]

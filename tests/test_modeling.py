@@ -10,6 +10,7 @@ os.environ.setdefault("SQLORA_PROGRESS", "0")
 
 import json  # noqa: E402
 import math  # noqa: E402
+import re  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -224,3 +225,176 @@ def test_train_and_generate_with_the_real_model(real_base, tmp_path):
         assert text.startswith("SELECT")
         assert extract_sql(text).startswith("SELECT")
 
+
+
+# ---------------------------------------------------------------- a base model without chat template
+
+@pytest.fixture(scope="module")
+def base_model(tiny_models, tmp_path_factory) -> Path:
+    """A tiny Gemma3-style base model whose tokenizer has no chat template (see tiny_model.py)."""
+    from tiny_model import build_tiny_base_model
+
+    return build_tiny_base_model(tmp_path_factory.mktemp("base") / "gemma3",
+                                 tokenizer=load_tokenizer(tiny_models["llama"]))
+
+
+def test_chat_end_token_ids_without_chat_template_is_eos(base_model):
+    tokenizer = load_tokenizer(base_model)
+    assert not tokenizer.chat_template and tokenizer.eos_token == "<|endoftext|>"
+    assert chat_end_token_ids(tokenizer) == [tokenizer.eos_token_id]
+
+
+def test_train_on_a_base_model_without_chat_template(base_model, tmp_path):
+    """The plain format: TRL sees the same prompt tokens generation does, trains on the SQL and
+    one eos, and fitting_rows counts those tokens."""
+    from sqlora.prompts import prompt_text
+    from sqlora.training import fitting_rows
+
+    model = load_quantized_model(base_model, QUANT, for_training=True)
+    tokenizer = load_tokenizer(base_model)
+    rows = [{"prompt": build_prompt("singer(singer_id number, name text, age number)",
+                                    f"How many singers are older than {age}?" + " Really." * (age // 10)),
+             "completion": [{"role": "assistant", "content": f"SELECT count(*) FROM singer WHERE age > {age}"}]}
+            for age in (20, 30, 40, 50)]
+    train = TrainParams(epochs=1, max_steps=2, batch_size=2, gradient_accumulation_steps=1, learning_rate=1e-3,
+                        lr_scheduler="constant", warmup_steps=0, max_length=128, gradient_checkpointing=False,
+                        group_by_length=True, check_generations=True, seed=0, logging_steps=1, save_steps=100)
+    lora = LoraParams(r=4, alpha=8, dropout=0.0, target_modules="all-linear")
+    result = train_lora(model, tokenizer, rows, train, lora_config(lora), tmp_path / "ckpt",
+                        tmp_path / "loss.csv", "base", compute_dtype("auto"))
+    stats, trainer = result["stats"], result["trainer"]
+    assert stats["steps"] == 2 and math.isfinite(stats["final_loss"]) and stats["examples"] == 4
+
+    eos = tokenizer.eos_token_id
+    lengths = []
+    for row, example in zip(rows, trainer.train_dataset):
+        prompt_ids = tokenizer(prompt_text(tokenizer, row["prompt"]), add_special_tokens=False)["input_ids"]
+        ids, labels = example["input_ids"], example["labels"]
+        n = len(prompt_ids)
+        assert ids[0] == tokenizer.bos_token_id and ids[:n] == prompt_ids
+        assert all(label == -100 for label in labels[:n]) and labels[n:] == ids[n:]
+        assert tokenizer.decode(labels[n:]) == row["completion"][0]["content"] + "<|endoftext|>"
+        assert labels[n:].count(eos) == 1 and labels[-1] == eos  # TRL added no second eos
+        lengths.append(len(ids))
+    limit = sorted(lengths)[1]
+    kept, skipped = fitting_rows(rows, tokenizer, limit)
+    assert len(kept) == sum(n <= limit for n in lengths) and skipped == len(rows) - len(kept)
+
+
+# ---------------------------------------------------------------- models that cannot be loaded
+
+def tokenizer_files(tiny_models, folder: Path) -> Path:
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_models["llama"] / name, folder / name)
+    return folder
+
+
+def unknown_model_type(tiny_models, folder: Path) -> Path:
+    tokenizer_files(tiny_models, folder)
+    (folder / "config.json").write_text(json.dumps({"model_type": "sqlora_no_such_model"}))
+    return folder
+
+
+def custom_code(tiny_models, folder: Path) -> Path:
+    tokenizer_files(tiny_models, folder)
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "sqlora_custom", "auto_map": {"AutoConfig": "configuration_x.XConfig",
+                                                    "AutoModelForCausalLM": "modeling_x.XForCausalLM"}}))
+    return folder
+
+
+def no_tokenizer(tiny_models, folder: Path) -> Path:
+    import shutil
+
+    shutil.copytree(tiny_models["llama"], folder)
+    for path in folder.glob("tokenizer*"):
+        path.unlink()
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    return folder
+
+
+def corrupt_weights(tiny_models, folder: Path) -> Path:
+    import shutil
+
+    shutil.copytree(tiny_models["llama"], folder)
+    (folder / "model.safetensors").write_bytes(b"\0" * 64)
+    return folder
+
+
+def unknown_gguf_architecture(tiny_models, folder: Path) -> Path:
+    import gguf
+    import numpy as np
+
+    folder.mkdir(parents=True)
+    writer = gguf.GGUFWriter(str(folder / "odd.gguf"), "sqlora_no_such_arch")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return folder / "odd.gguf"
+
+
+BROKEN = {  # name: (builder, what the error line says)
+    "unknown_model_type": (unknown_model_type, r"cannot load model .*: model type 'sqlora_no_such_model' is "
+                                               r"unknown to transformers \S+ \(upgrade transformers"),
+    "custom_code": (custom_code, r"cannot load .*set model\.trust_remote_code: true in params\.yaml if you trust it"),
+    "no_tokenizer": (no_tokenizer, r"cannot load the tokenizer of .*: no tokenizer files in the folder"),
+    "corrupt_weights": (corrupt_weights, r"cannot load model .*: Error while deserializing header"),
+    "unknown_gguf_architecture": (unknown_gguf_architecture,
+                                  r"cannot load .*odd\.gguf: GGUF model with architecture sqlora_no_such_arch "
+                                  r"is not supported yet\. \(transformers \S+ cannot read GGUF files"),
+}
+
+
+@pytest.mark.parametrize("broken", ["unknown_model_type", "custom_code", "no_tokenizer", "corrupt_weights"])
+def test_loading_a_broken_folder_is_one_clear_error(broken, tiny_models, tmp_path):
+    build, expected = BROKEN[broken]
+    folder = build(tiny_models, tmp_path / broken)
+    with pytest.raises(SqloraError) as caught:
+        load_tokenizer(folder)
+        load_quantized_model(folder, QUANT)
+    message = str(caught.value)
+    assert "\n" not in message and str(folder) in message
+    assert re.search(expected, message), message
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN))
+def test_prepare_model_stage_on_a_broken_model_is_one_error_line(broken, tiny_models, tmp_path, run_script):
+    build, expected = BROKEN[broken]
+    model = build(tiny_models, tmp_path / "models" / broken)
+    project = tmp_path / "project"
+    project.mkdir()
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["model"].update(name_or_path=str(model), sha256="")
+    (project / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    result = run_script("stages/prepare_model.py", "--out", "outputs/base_model", cwd=project, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
+    assert re.search(expected, errors[0]), errors[0]
+    assert not (project / "outputs/base_model").exists()
+
+
+@pytest.mark.parametrize("broken", ["unknown_model_type", "custom_code", "no_tokenizer", "corrupt_weights"])
+def test_train_stage_on_a_broken_base_folder_is_one_error_line(broken, tiny_models, tmp_path, run_script):
+    build, expected = BROKEN[broken]
+    base = build(tiny_models, tmp_path / "base_model")
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    record = {"prompt": build_prompt("t(a*)", "How many t?"),
+              "completion": [{"role": "assistant", "content": "SELECT count(*) FROM t"}]}
+    (tmp_path / "train.jsonl").write_text(json.dumps(record) + "\n")
+    args = ["--base", base, "--train", "train.jsonl", "--out", "adapter", "--checkpoints", "ckpt",
+            "--metrics", "m.json", "--loss-curve", "loss.csv"]
+    result = run_script("stages/train.py", *args, cwd=tmp_path, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
+    assert re.search(expected, errors[0]), errors[0]
+    assert not (tmp_path / "adapter").exists() and not (tmp_path / "m.json").exists()

@@ -1,10 +1,14 @@
-"""Schema text from tables.json, chat prompts, and SQL pulled out of generations."""
+"""Schema text from tables.json, chat prompts and the plain prompt format, and SQL pulled out of generations."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
-from sqlora.prompts import SYSTEM_PROMPT, build_prompt, clean_sql, extract_sql
+from sqlora.errors import SqloraError
+from sqlora.prompts import (SYSTEM_PROMPT, build_prompt, clean_sql, extract_sql, has_chat_template, prompt_text,
+                            training_example, training_length)
 from sqlora.schema import FORMATS, load_schemas, serialize_schema
 from tiny_spider import DATABASES
 
@@ -126,3 +130,87 @@ def test_extract_sql(generation, expected):
 def test_clean_sql():
     assert clean_sql("SELECT  a ,  b\nFROM t ;") == "SELECT a , b FROM t"
     assert clean_sql("SELECT 'a  b'  FROM t") == "SELECT 'a  b' FROM t"
+
+
+# ---------------------------------------------------------------- chat template or plain format
+
+RECORD = {"prompt": build_prompt("singer(singer_id*, name, age)", "How many singers are older than 30?"),
+          "completion": [{"role": "assistant", "content": "SELECT count(*) FROM singer WHERE age > 30"}]}
+PLAIN_PROMPT = (f"{SYSTEM_PROMPT}\n\nDatabase schema:\nsinger(singer_id*, name, age)\n\n"
+                "Question: How many singers are older than 30?\nSQL:\n")
+
+
+@pytest.fixture(scope="module")
+def tokenizer_folder(tmp_path_factory):
+    """The SmolLM2 tokenizer (with its chat template) saved once; loading a folder is fast."""
+    from tiny_model import smollm2_tokenizer
+
+    folder = tmp_path_factory.mktemp("tokenizer")
+    smollm2_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def chat_tokenizer(tokenizer_folder):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tokenizer_folder)
+
+
+@pytest.fixture
+def plain_tokenizer(tokenizer_folder):
+    """Like a base model's: no chat template, a BOS before every text, eos <|endoftext|>."""
+    from transformers import AutoTokenizer
+
+    from tiny_model import base_tokenizer
+
+    return base_tokenizer(AutoTokenizer.from_pretrained(tokenizer_folder))
+
+
+def test_has_chat_template(chat_tokenizer, plain_tokenizer):
+    assert has_chat_template(chat_tokenizer) and not has_chat_template(plain_tokenizer)
+    assert not has_chat_template(SimpleNamespace(chat_template=""))
+    assert not has_chat_template(SimpleNamespace())
+
+
+def test_with_a_chat_template_the_texts_are_the_template_s(chat_tokenizer):
+    text = prompt_text(chat_tokenizer, RECORD["prompt"])
+    assert text == chat_tokenizer.apply_chat_template(RECORD["prompt"], tokenize=False, add_generation_prompt=True)
+    assert text.endswith("<|im_start|>assistant\n")
+    assert training_example(chat_tokenizer, {**RECORD, "db_id": "x"}) == {
+        "prompt": RECORD["prompt"], "completion": RECORD["completion"]}  # TRL conversational records
+    assert training_length(chat_tokenizer, RECORD) == len(chat_tokenizer.apply_chat_template(
+        RECORD["prompt"] + RECORD["completion"], tokenize=True, return_dict=False))
+
+
+def test_plain_prompt_text(plain_tokenizer):
+    """The messages' texts a blank line apart, ending "SQL:" and a newline; the BOS the tokenizer
+    adds in training comes first, since generation tokenizes without special tokens."""
+    assert prompt_text(plain_tokenizer, RECORD["prompt"]) == plain_tokenizer.bos_token + PLAIN_PROMPT
+    plain_tokenizer.add_bos_token = False
+    assert prompt_text(plain_tokenizer, RECORD["prompt"]) == PLAIN_PROMPT
+
+
+def test_plain_training_example_ends_with_eos(plain_tokenizer):
+    example = training_example(plain_tokenizer, {**RECORD, "db_id": "x", "question": "q"})
+    assert example == {"prompt": PLAIN_PROMPT,
+                       "completion": "SELECT count(*) FROM singer WHERE age > 30<|endoftext|>"}
+    ids = plain_tokenizer(example["prompt"] + example["completion"])["input_ids"]
+    assert ids[-1] == plain_tokenizer.eos_token_id and ids.count(plain_tokenizer.eos_token_id) == 1
+    assert training_length(plain_tokenizer, example) == len(ids)
+
+
+def test_plain_prompt_tokens_are_the_same_in_training_and_generation(plain_tokenizer):
+    """TRL tokenizes the prompt string with special tokens; generation tokenizes prompt_text without."""
+    example = training_example(plain_tokenizer, RECORD)
+    trained = plain_tokenizer(example["prompt"] + example["completion"])["input_ids"]
+    generated = plain_tokenizer(prompt_text(plain_tokenizer, RECORD["prompt"]), add_special_tokens=False)["input_ids"]
+    assert trained[0] == plain_tokenizer.bos_token_id
+    assert trained[:len(generated)] == generated
+    assert plain_tokenizer.decode(trained[len(generated):]) == example["completion"]
+
+
+def test_plain_format_needs_an_eos_token():
+    tokenizer = SimpleNamespace(chat_template=None, eos_token=None)
+    with pytest.raises(SqloraError, match="neither a chat template nor an eos token"):
+        training_example(tokenizer, RECORD)

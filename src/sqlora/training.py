@@ -15,6 +15,7 @@ from .devices import free_gpu_memory, guard_attention_kernels
 from .errors import SqloraError
 from .params import TrainParams, as_dict
 from .progress import bars_enabled, quiet_library_bars
+from .prompts import training_example, training_length
 
 FINGERPRINT_FILE = "sqlora_fingerprint.json"
 
@@ -87,7 +88,7 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
     rows, too_long = fitting_rows(rows, tokenizer, train.max_length)
     if not rows:
         raise SqloraError(f"every training example is longer than train.max_length = {train.max_length} tokens")
-    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    dataset = Dataset.from_list([training_example(tokenizer, r) for r in rows])  # chat, or plain text
     attention = guard_attention_kernels()
     if attention:
         print(f"note: {attention}", flush=True)
@@ -314,11 +315,12 @@ def fitting_rows(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dic
     """The examples whose whole conversation fits in max_length tokens, and how many did not.
 
     Truncation would cut the SQL, the only part trained on: a long schema would teach the model
-    to stop mid-query, or nothing at all. Such examples are left out instead.
+    to stop mid-query, or nothing at all. Such examples are left out instead. Lengths count the
+    tokens TRL trains on: with the chat template, or in the plain format (see prompts.py).
     """
+
     kept = [row for row in rows
-            if len(tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True,
-                                                 return_dict=False)) <= max_length]
+            if training_length(tokenizer, training_example(tokenizer, row)) <= max_length]
     return kept, len(rows) - len(kept)
 
 
