@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# On the GPU machine (no network; see ../shared/gpu/README.md and docs/RESULTS.md): run the
-# default pipeline in a fresh copy of the project, from the offline Spider zip and the GGUF, and
-# leave logs and results in $OUT.  Extra arguments go to `dvc exp run`.
+# Run the default pipeline once in a fresh copy of the project (benchmarks/gpu_setup.sh, which
+# reads SQLORA_SPIDER_ZIP and the other variables it lists), and leave the card's name, the
+# commit, the log and the results in OUTDIR.  Further arguments go to `dvc exp run`.
+#
+#   usage: SQLORA_SPIDER_ZIP=path/to/spider_data.zip bash benchmarks/gpu_repro.sh WORKDIR OUTDIR [dvc exp run options...]
 set -euo pipefail
-out="${OUT:-/tmp/out}"; mkdir -p "$out"
+[ $# -ge 2 ] || { echo "usage: SQLORA_SPIDER_ZIP=path/to/spider_data.zip bash benchmarks/gpu_repro.sh WORKDIR OUTDIR [dvc exp run options...]" >&2; exit 2; }
+work="$1"; out="$2"; shift 2
+mkdir -p "$out" && out="$(cd "$out" && pwd)"
 source benchmarks/gpu_env.sh
-bash benchmarks/gpu_setup.sh /root/work && cd /root/work
+bash benchmarks/gpu_setup.sh "$work" && cd "$work"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 git rev-parse HEAD >> "$out/gpu.txt"
 python -m dvc exp run "$@" 2>&1 | tee "$out/repro.log"

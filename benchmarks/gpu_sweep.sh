@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
-# On the GPU machine: experiments one after another in one fresh copy of the project, each a
-# `dvc exp run` of the pipeline with its own overrides (one argument per experiment, "" for the
-# defaults).  Each one's metrics, per-question verdicts, generations and log land in
-# /root/results/<name>-<n>/.  Pick the GPU with CUDA_VISIBLE_DEVICES; run two at once on two GPUs.
-#   CUDA_VISIBLE_DEVICES=0 bash benchmarks/gpu_sweep.sh a "" "-S lora.r=32" "-S train.epochs=5"
+# Experiments one after another in one fresh copy of the project (benchmarks/gpu_setup.sh, which
+# reads SQLORA_SPIDER_ZIP and the other variables it lists), each a `dvc exp run` of the pipeline
+# with its own overrides: one argument per experiment, "" for the defaults.  Each one's metrics,
+# per-question verdicts, generations and log land in RESULTS/<name of WORKDIR>-<n>/.  Pick the GPU
+# with CUDA_VISIBLE_DEVICES; run two at once on two GPUs, each with its own WORKDIR.
+#
+#   usage: SQLORA_SPIDER_ZIP=path/to/spider_data.zip bash benchmarks/gpu_sweep.sh WORKDIR RESULTS OVERRIDES...
+#   e.g.   CUDA_VISIBLE_DEVICES=0 bash benchmarks/gpu_sweep.sh ../runs/a ../results "" "-S lora.r=32" "-S train.epochs=5"
+#
+# An existing WORKDIR is reused (its DVC cache and run cache too); each experiment starts from the
+# committed params.yaml.
 set -uo pipefail
-name="$1"; shift
+usage="usage: SQLORA_SPIDER_ZIP=path/to/spider_data.zip bash benchmarks/gpu_sweep.sh WORKDIR RESULTS OVERRIDES..."
+[ $# -ge 3 ] || { echo "$usage" >&2; exit 2; }
+work="$1"; results="$2"; shift 2
+mkdir -p "$results" && results="$(cd "$results" && pwd)"
+name="$(basename "$work")"
+summarize="$(pwd)/benchmarks/summarize_runs.py"
 source benchmarks/gpu_env.sh
-[ -d "/root/$name" ] || bash benchmarks/gpu_setup.sh "/root/$name" || exit 1
-cd "/root/$name"
+[ -d "$work" ] || bash benchmarks/gpu_setup.sh "$work" || exit 1
+cd "$work"
 n=0
 for overrides in "$@"; do
-  n=$((n + 1)); dest="/root/results/$name-$n"; mkdir -p "$dest"
+  n=$((n + 1)); dest="$results/$name-$n"; mkdir -p "$dest"
   echo "$overrides" > "$dest/overrides.txt"
   git checkout -q -- params.yaml  # each experiment is the committed defaults plus its own overrides
   started=$(date +%s)
@@ -19,5 +30,5 @@ for overrides in "$@"; do
   echo "$status $(( $(date +%s) - started ))" > "$dest/status.txt"
   cp -r metrics "$dest/" 2>/dev/null
   cp outputs/eval/per_question.jsonl outputs/predictions/finetuned/generations.jsonl "$dest/" 2>/dev/null
-  python benchmarks/summarize_runs.py "$dest"
+  python "$summarize" "$dest"
 done

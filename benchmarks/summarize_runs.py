@@ -1,6 +1,6 @@
 """One table row per experiment folder left by benchmarks/gpu_sweep.sh (or any folder holding a
 `metrics/` directory of a finished run): the overrides, training speed and memory, prediction
-time and execution accuracy.      python benchmarks/summarize_runs.py /root/results/*
+time and execution accuracy.      python benchmarks/summarize_runs.py path/to/results/*
 """
 
 from __future__ import annotations
