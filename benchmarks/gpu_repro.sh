@@ -10,6 +10,7 @@ work="$1"; out="$2"; shift 2
 mkdir -p "$out" && out="$(cd "$out" && pwd)"
 source benchmarks/gpu_env.sh
 bash benchmarks/gpu_setup.sh "$work" && cd "$work"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"  # the copy's own sqlora, not an installed one
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 git rev-parse HEAD >> "$out/gpu.txt"
 python -m dvc exp run "$@" 2>&1 | tee "$out/repro.log"

@@ -20,6 +20,7 @@ summarize="$(pwd)/benchmarks/summarize_runs.py"
 source benchmarks/gpu_env.sh
 [ -d "$work" ] || bash benchmarks/gpu_setup.sh "$work" || exit 1
 cd "$work"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"  # the copy's own sqlora, not an installed one
 n=0
 for overrides in "$@"; do
   n=$((n + 1)); dest="$results/$name-$n"; mkdir -p "$dest"

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from sqlora import modeling, training
+from sqlora import callbacks, modeling, prompts, training
 from sqlora.devices import cap_gpu_memory, describe_device
 from sqlora.errors import SqloraError, run_stage
 from sqlora.files import replace_dir, staging_area, write_text_atomic
@@ -49,7 +49,7 @@ def main() -> None:
     print(f"loading {args.base} ({quant.bits}-bit)", flush=True)
     model = load_quantized_model(args.base, quant, trust_remote_code=trust_remote_code, for_training=True)
     tokenizer = load_tokenizer(args.base, trust_remote_code)
-    code = [Path(__file__), Path(training.__file__), Path(modeling.__file__)]
+    code = [Path(module.__file__) for module in (training, modeling, prompts, callbacks)] + [Path(__file__)]
     run_id = fingerprint(quant, lora, train, files_digest([args.train, args.base, *code]))
     live_curve = args.checkpoints / "train_loss.csv"  # grows as training goes; published when it ends well
     result = train_lora(model, tokenizer, rows, train, lora_config(lora), args.checkpoints,

@@ -20,8 +20,8 @@ from typing import Any, Iterable
 import yaml
 
 from .errors import ParamError
-from .schema import FORMATS as SCHEMA_FORMATS
 
+SCHEMA_FORMATS = ("compact", "ddl", "names")  # sqlora.schema writes each
 QUANT_BITS = (4, 8, 16)
 QUANT_TYPES = ("nf4", "fp4")
 COMPUTE_DTYPES = ("auto", "bfloat16", "float16", "float32")

@@ -9,9 +9,9 @@ import re
 from pathlib import Path
 
 from .errors import SqloraError
+from .params import SCHEMA_FORMATS as FORMATS
 from .spider import read_json
 
-FORMATS = ("compact", "ddl", "names")
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
