@@ -57,7 +57,8 @@ def no_wait_beam_cache(model, max_cache_len: int) -> dict:
 
     transformers' static layers ask whether they hold tokens (a GPU tensor) before each reorder:
     one wait of the CPU per layer per decode step. Here a layer holds tokens once initialized.
-    Tried in the predict stage in session 5: 4% and 0% faster, so the stage keeps the plain one.
+    Tried in the predict stage (H200, 2026-11-28, docs/RESULTS.md): 4% and 0% faster, so the stage keeps
+    the plain one.
     """
     import inspect
 

@@ -77,12 +77,13 @@ def main() -> None:
         adapter = staging / args.out.name
         peft_model.save_pretrained(adapter)
         tokenizer.save_pretrained(adapter)
+        (adapter / "training_events.json").write_text(json.dumps(result["events"], indent=2) + "\n", encoding="utf-8")
         (adapter / "sqlora_base.json").write_text(
             json.dumps({"base": args.base.as_posix(), "quant": as_dict(quant)}, indent=2) + "\n", encoding="utf-8")
         replace_dir(adapter, args.out)
     write_text_atomic(args.loss_curve, live_curve.read_text(encoding="utf-8"))
     write_text_atomic(args.metrics, json.dumps(stats, indent=2, allow_nan=False) + "\n")
-    print(f"adapter: {args.out}  " + "  ".join(f"{k}={v}" for k, v in stats.items() if k != "events"))
+    print(f"adapter: {args.out}  " + "  ".join(f"{k}={v}" for k, v in stats.items()))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import pytest
 from tiny_spider import build_tiny_spider, zip_tiny_spider
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
 
 
 @pytest.fixture

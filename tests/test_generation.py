@@ -21,7 +21,7 @@ from sqlora.generation import degenerate_reason, generate, generate_candidates, 
 from sqlora.modeling import (chat_end_token_ids, is_adapter, load_for_inference,  # noqa: E402
                              load_quantized_model, load_tokenizer, lora_config)
 from sqlora.params import LoraParams, QuantParams  # noqa: E402
-from sqlora.prompts import build_prompt  # noqa: E402
+from sqlora.prompts import build_prompt, prompt_text  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -188,20 +188,29 @@ def test_answer_prefix_is_part_of_the_prompt(tiny_models):
 # ---------------------------------------------------------------- base + adapter
 
 def test_load_for_inference_base_adapter_and_merged(tiny_models, tmp_path):
-    """A fresh LoRA adapter (B = 0) changes nothing: base, base + adapter and merged agree."""
+    """A trained (non-zero) adapter changes the model; merged into the dequantized base it computes
+    what base + adapter computes, for 16-bit and 4-bit bases alike."""
     from peft import PeftModel, get_peft_model
 
     base = tiny_models["qwen2"]
     adapter = tmp_path / "adapter"
     lora = LoraParams(r=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj"))
-    get_peft_model(load_quantized_model(base, QUANT16), lora_config(lora)).save_pretrained(adapter)
+    peft_model = get_peft_model(load_quantized_model(base, QUANT16), lora_config(lora))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:  # a fresh adapter has B = 0 and would change nothing
+                param.normal_(0, 0.5)
+    peft_model.save_pretrained(adapter)
     load_tokenizer(base).save_pretrained(adapter)
     assert is_adapter(adapter) and not is_adapter(base)
 
-    answers = {}
+    tokenizer = load_tokenizer(base)
+    ids = tokenizer(prompt_text(tokenizer, PROMPTS[0]) + "SELECT", return_tensors="pt").input_ids
+    logits, answers = {}, {}
     for name, model_dir, quant, dequantize in [("base4", base, QUANT4, False), ("adapter4", adapter, QUANT4, False),
-                                               ("base16", base, QUANT16, False),
-                                               ("merged", adapter, QUANT16, True),
+                                               ("base16", base, QUANT16, False), ("adapter16", adapter, QUANT16, False),
+                                               ("merged16", adapter, QUANT16, True),
                                                ("merged4", adapter, QUANT4, True)]:
         model, tokenizer = load_for_inference(model_dir, base, quant, dequantize=dequantize)
         assert not model.training and model.config.use_cache
@@ -210,12 +219,18 @@ def test_load_for_inference_base_adapter_and_merged(tiny_models, tmp_path):
             assert not any("lora_" in n for n, _ in model.named_parameters())
         else:
             assert isinstance(model, PeftModel) == (model_dir == adapter)
+        with torch.no_grad():
+            logits[name] = model(input_ids=ids).logits[0, -1].float()
         answers[name] = generate(model, tokenizer, PROMPTS[:3], batch_size=3, max_new_tokens=4,
                                  answer_prefix="SELECT")
         assert all(a.startswith("SELECT") for a in answers[name])
-    assert answers["adapter4"] == answers["base4"]
-    assert answers["merged"] == answers["base16"]
-    assert answers["merged4"] == answers["base4"]
+    assert (logits["adapter16"] - logits["base16"]).abs().max() > 1e-2  # the adapter matters
+    assert (logits["adapter4"] - logits["base4"]).abs().max() > 1e-2
+    torch.testing.assert_close(logits["merged16"], logits["adapter16"], atol=1e-4, rtol=1e-4)
+    # bitsandbytes' 4-bit matmul rounds differently from a plain one over the same dequantized weights
+    torch.testing.assert_close(logits["merged4"], logits["adapter4"], atol=5e-3, rtol=0)
+    assert (logits["merged4"] - logits["base4"]).abs().max() > 10 * 5e-3
+    assert answers["merged16"] == answers["adapter16"] and answers["merged4"] == answers["adapter4"]
 
 
 def test_questions_spread_over_devices_come_back_in_order(tiny_models):
@@ -259,7 +274,15 @@ def test_one_candidate_is_the_greedy_generation(tiny_models):
     model, tokenizer = load(tiny_models["qwen2"])
     options = {"batch_size": 4, "max_new_tokens": 5, "answer_prefix": "SELECT"}
     candidates = generate_candidates(model, tokenizer, PROMPTS, num_candidates=1, **options)
-    assert candidates == [[g] for g in generate(model, tokenizer, PROMPTS, **options)]
+    # transformers' own greedy search, one prompt at a time, no padding
+    greedy = []
+    for prompt in PROMPTS:
+        ids = tokenizer(prompt_text(tokenizer, prompt) + "SELECT", return_tensors="pt",
+                        add_special_tokens=False).input_ids
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=5,
+                             eos_token_id=sql_end_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id)
+        greedy.append(["SELECT" + tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)])
+    assert candidates == greedy
 
 
 def test_candidates_without_answer_prefix(tiny_models):

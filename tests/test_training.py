@@ -304,8 +304,8 @@ def test_a_one_off_nan_rolls_back_with_half_the_learning_rate(tiny_models, tmp_p
     result = run_training(tiny_models["llama"], tmp_path, max_steps=6, logging_steps=1, save_steps=2,
                           lr_scheduler="constant")
     stats = result["stats"]
-    assert stats["steps"] == 6 and math.isfinite(stats["final_loss"])
-    assert stats["events"] == [{"step": 4, "event": "rollback", "reason": "training loss became nan at step 4",
+    assert stats["steps"] == 6 and math.isfinite(stats["final_loss"]) and stats["rollbacks"] == 1
+    assert result["events"] == [{"step": 4, "event": "rollback", "reason": "training loss became nan at step 4",
                                 "resumed_from_step": 2, "learning_rate_factor": 0.5}]
     assert stats["final_learning_rate_factor"] == 0.5
     rows = read_loss_csv(tmp_path / "loss.csv")[1:]
@@ -384,7 +384,8 @@ def test_out_of_memory_during_training_goes_on_with_smaller_micro_batches(tiny_m
     stats = result["stats"]
     assert stats["steps"] == 5 and stats["micro_batch_size"] == 2 and stats["gradient_accumulation_steps"] == 2
     assert stats["batch_size"] == 4
-    assert stats["events"][0] == {"step": 3, "event": "out of GPU memory", "micro_batch": 2, "resumed_from_step": 2}
+    assert stats["out_of_memory_restarts"] == 1
+    assert result["events"][0] == {"step": 3, "event": "out of GPU memory", "micro_batch": 2, "resumed_from_step": 2}
     assert [int(r[0]) for r in read_loss_csv(tmp_path / "loss.csv")[1:]] == [1, 2, 3, 4, 5]
 
 
@@ -503,3 +504,63 @@ def test_files_digest_changes_with_content_and_names_a_new_run(tmp_path):
     second = files_digest([train, base])
     train.write_text('{"a": 2}\n')  # another training set of the same size
     assert files_digest([train, base]) != second
+
+
+@pytest.mark.parametrize("change", ["nothing", "training data", "base model"])
+def test_train_stage_resumes_only_the_same_base_and_data(tiny_models, tmp_path, monkeypatch, change):
+    """An interrupted stage resumes from its checkpoint; with other training data or another base
+    model (same parameters, same code) it starts over."""
+    import shutil
+
+    from tiny_model import build_tiny_model
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_models["llama"], base)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["quant"], params["lora"] = as_dict(QUANT), as_dict(LORA)
+    params["train"] = {**TRAIN, "max_steps": 6, "logging_steps": 1, "save_steps": 2}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in ROWS), encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", [
+        "train.py", "--base", str(base), "--train", str(data), "--out", str(tmp_path / "adapter"),
+        "--checkpoints", str(tmp_path / "ckpt"), "--metrics", str(tmp_path / "train.json"),
+        "--loss-curve", str(tmp_path / "loss.csv"), "--params", str(tmp_path / "params.yaml")])
+    stage = load_stage("train")
+    with monkeypatch.context() as patch:
+        ExtraCallbacks(patch, InterruptAfter(4))
+        with pytest.raises(KeyboardInterrupt):
+            stage.main()
+    assert checkpoint_steps(tmp_path / "ckpt") == [2, 4]
+
+    if change == "training data":
+        data.write_text("".join(json.dumps(row) + "\n" for row in make_rows(15)), encoding="utf-8")
+    elif change == "base model":
+        shutil.rmtree(base)
+        build_tiny_model(base, "llama", tokenizer=load_tokenizer(tiny_models["llama"]), seed=1)
+    stage.main()
+    stats = json.loads((tmp_path / "train.json").read_text())
+    assert stats["steps"] == 6
+    assert stats["resumed_from_step"] == (4 if change == "nothing" else 0)
+
+
+def test_train_stage_names_its_phases_and_prints_no_library_noise(tiny_models, tmp_path, run_script):
+    """Off a terminal: a line per phase and a progress line, and none of the warnings a user
+    cannot act on (bitsandbytes' optional CPU kernel, the renamed checkpointing option)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["quant"], params["lora"] = as_dict(QUANT), as_dict(LORA)
+    params["train"] = {**TRAIN, "max_steps": 2, "logging_steps": 10, "save_steps": 100}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ROWS), encoding="utf-8")
+    result = run_script("stages/train.py", "--base", tiny_models["llama"], "--train", "train.jsonl",
+                        "--out", "adapter", "--checkpoints", "ckpt", "--metrics", "train.json",
+                        "--loss-curve", "loss.csv", cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    for phase in ("device: ", "loading ", "training: 16 examples", "step 2/2 (100%)", "saving the adapter"):
+        assert phase in out, (phase, out)
+    noise = result.stdout + result.stderr
+    assert "gemm_4bit_forward" not in noise and "gradient_checkpointing` is deprecated" not in noise
+    stats = json.loads((tmp_path / "train.json").read_text())
+    assert stats["final_loss"] is not None and [r[0] for r in read_loss_csv(tmp_path / "loss.csv")] == ["step", "2"]
+    assert json.loads((tmp_path / "adapter" / "training_events.json").read_text()) == []

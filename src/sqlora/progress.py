@@ -21,7 +21,12 @@ def progress(iterable=None, **kwargs):
 
 
 def quiet_library_bars() -> None:
-    """Silence the progress bars of datasets, transformers and the hub when ours are off."""
+    """Silence the progress bars of datasets, transformers and the hub when ours are off, and
+    library warnings a user cannot act on."""
+    import warnings
+
+    # peft and trl still read transformers' old name for activation checkpointing
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     if bars_enabled():
         return
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")

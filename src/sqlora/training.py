@@ -168,11 +168,12 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
         "batch_size": train.batch_size * train.gradient_accumulation_steps,
         "micro_batch_size": plan.micro_batch,
         "gradient_accumulation_steps": plan.accumulation,
+        "rollbacks": sum(e["event"] == "rollback" for e in events),
+        "out_of_memory_restarts": sum(e["event"] == "out of GPU memory" for e in events),
         "final_learning_rate_factor": ROLLBACK_LR_FACTOR ** sum(e["event"] == "rollback" for e in events),
-        "attention": attention or "default kernels",
-        "events": events,
+        "cudnn_attention_off": attention is not None,
     }
-    return {"trainer": trainer, "stats": stats}
+    return {"trainer": trainer, "stats": stats, "events": events}
 
 
 MAX_ROLLBACKS = 3
