@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
+from dvc_project import dvc, new_project
 from tiny_model import build_tiny_base_model
 from tiny_spider import build_tiny_spider
 
@@ -31,46 +27,12 @@ QUICK = {
 }
 
 
-def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
-               SQLORA_PROGRESS="0", PYTHONPATH=str(repo / "src"),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True,
-                          text=True, timeout=600)
-    if done.returncode != 0:
-        raise AssertionError(f"dvc {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
-    return done
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", *args], cwd=repo,
-                   check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def base_model_repo(tmp_path_factory) -> Path:
     """A git + DVC repository with the project's pipeline, on tiny data and a tiny base model."""
     work = tmp_path_factory.mktemp("base_e2e")
-    repo = work / "repo"
-    repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(ROOT / name, repo / name)
-    for folder in ("stages", "src"):
-        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    spider = build_tiny_spider(work / "tiny_spider")
-    model = build_tiny_base_model(work / "tiny_gemma3")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"].update(source=str(spider), sha256="")
-    params["model"].update(name_or_path=str(model), sha256="")
-    for section, values in QUICK.items():
-        params[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (repo / ".gitignore").write_text("/data/\n/outputs/\n__pycache__/\n")
-    git(repo, "init", "-q")
-    dvc(repo, "init", "-q")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "pipeline")
-    return repo
+    return new_project(work / "repo", build_tiny_spider(work / "tiny_spider"),
+                       build_tiny_base_model(work / "tiny_gemma3"), QUICK)
 
 
 def test_repro_with_a_base_model_without_chat_template(base_model_repo: Path):

@@ -171,9 +171,8 @@ def test_answer_prefix_starts_the_answer(tiny_models, prefix):
     assert outputs[0].replace("<|im_end|>", "") == prefix + " name FROM singer"
 
 
-def test_answer_prefix_is_part_of_the_prompt(tiny_models):
-    """The model continues after the prefix: its first new token sees the prefix in its input."""
-    model, tokenizer = load(tiny_models["qwen2"])
+def first_input_ids(model, tokenizer) -> list[int]:
+    """The token ids the model's first forward pass sees for PROMPTS[0] with the prefix SELECT."""
     seen = []
     handle = model.register_forward_pre_hook(
         lambda module, args, kwargs: seen.append(kwargs["input_ids"][0].tolist()), with_kwargs=True)
@@ -181,7 +180,13 @@ def test_answer_prefix_is_part_of_the_prompt(tiny_models):
         generate(model, tokenizer, PROMPTS[:1], batch_size=1, max_new_tokens=1, answer_prefix="SELECT")
     finally:
         handle.remove()
-    prompt = tokenizer.decode(seen[0])
+    return seen[0]
+
+
+def test_answer_prefix_is_part_of_the_prompt(tiny_models):
+    """The model continues after the prefix: its first new token sees the prefix in its input."""
+    model, tokenizer = load(tiny_models["qwen2"])
+    prompt = tokenizer.decode(first_input_ids(model, tokenizer))
     assert prompt.endswith("<|im_start|>assistant\nSELECT"), prompt[-60:]
 
 
@@ -463,14 +468,8 @@ def test_without_chat_template_the_model_sees_the_plain_prompt(base_model):
     from sqlora.prompts import SYSTEM_PROMPT
 
     model, tokenizer = load(base_model)
-    seen = []
-    handle = model.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.append(kwargs["input_ids"][0].tolist()), with_kwargs=True)
-    try:
-        generate(model, tokenizer, PROMPTS[:1], batch_size=1, max_new_tokens=1, answer_prefix="SELECT")
-    finally:
-        handle.remove()
-    assert seen[0][0] == tokenizer.bos_token_id
-    prompt = tokenizer.decode(seen[0][1:])
+    seen = first_input_ids(model, tokenizer)
+    assert seen[0] == tokenizer.bos_token_id
+    prompt = tokenizer.decode(seen[1:])
     assert prompt.startswith(SYSTEM_PROMPT + "\n\nDatabase schema:\n" + SCHEMA + "\n\nQuestion: How many singers?")
     assert prompt.endswith("\nSQL:\nSELECT"), prompt[-60:]

@@ -176,6 +176,16 @@ def test_prepare_base_model_wrong_sha256(tmp_path):
     assert not out.exists()
 
 
+def two_steps(model, tokenizer, rows: list[dict], folder: Path) -> dict:
+    """Two optimizer steps of batch 2 with a small LoRA adapter."""
+    train = TrainParams(epochs=1, max_steps=2, batch_size=2, gradient_accumulation_steps=1, learning_rate=1e-3,
+                        lr_scheduler="constant", warmup_steps=0, max_length=128, gradient_checkpointing=False,
+                        group_by_length=True, check_generations=True, seed=0, logging_steps=1, save_steps=100)
+    lora = LoraParams(r=4, alpha=8, dropout=0.0, target_modules="all-linear")
+    return train_lora(model, tokenizer, rows, train, lora_config(lora), folder / "ckpt", folder / "loss.csv",
+                      "two-steps", compute_dtype("auto"))
+
+
 def linear4bit_count(model) -> tuple[int, int]:
     """(Linear4bit layers, all Linear layers) inside the decoder layers."""
     import bitsandbytes as bnb
@@ -202,12 +212,7 @@ def test_train_and_generate_with_the_real_model(real_base, tmp_path):
              "completion": [{"role": "assistant",
                              "content": f"SELECT count(*) FROM singer WHERE age > {age}"}]}
             for age in (20, 30, 40, 50)]
-    train = TrainParams(epochs=1, max_steps=2, batch_size=2, gradient_accumulation_steps=1, learning_rate=1e-3,
-                        lr_scheduler="constant", warmup_steps=0, max_length=128, gradient_checkpointing=False,
-                        group_by_length=True, check_generations=True, seed=0, logging_steps=1, save_steps=100)
-    lora = LoraParams(r=4, alpha=8, dropout=0.0, target_modules="all-linear")
-    result = train_lora(model, tokenizer, rows, train, lora_config(lora), tmp_path / "ckpt",
-                        tmp_path / "loss.csv", "real", compute_dtype("auto"))
+    result = two_steps(model, tokenizer, rows, tmp_path)
     stats = result["stats"]
     assert stats["steps"] == 2 and math.isfinite(stats["final_loss"]) and stats["final_loss"] > 0
     assert stats["tokens"] > 0 and stats["trainable_params"] > 0
@@ -256,12 +261,7 @@ def test_train_on_a_base_model_without_chat_template(base_model, tmp_path):
                                     f"How many singers are older than {age}?" + " Really." * (age // 10)),
              "completion": [{"role": "assistant", "content": f"SELECT count(*) FROM singer WHERE age > {age}"}]}
             for age in (20, 30, 40, 50)]
-    train = TrainParams(epochs=1, max_steps=2, batch_size=2, gradient_accumulation_steps=1, learning_rate=1e-3,
-                        lr_scheduler="constant", warmup_steps=0, max_length=128, gradient_checkpointing=False,
-                        group_by_length=True, check_generations=True, seed=0, logging_steps=1, save_steps=100)
-    lora = LoraParams(r=4, alpha=8, dropout=0.0, target_modules="all-linear")
-    result = train_lora(model, tokenizer, rows, train, lora_config(lora), tmp_path / "ckpt",
-                        tmp_path / "loss.csv", "base", compute_dtype("auto"))
+    result = two_steps(model, tokenizer, rows, tmp_path)
     stats, trainer = result["stats"], result["trainer"]
     assert stats["steps"] == 2 and math.isfinite(stats["final_loss"]) and stats["examples"] == 4
 

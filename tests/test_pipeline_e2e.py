@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dvc_project import dvc, dvc_env, git, new_project
 from tiny_model import build_tiny_model
 from tiny_spider import build_tiny_spider, zip_tiny_spider
 
@@ -34,26 +35,6 @@ QUICK = {
     "predict": {"batch_size": 8, "max_new_tokens": 24},
     "eval": {"workers": 1},
 }
-
-
-def dvc_env(repo: Path) -> dict[str, str]:
-    """Stage scripts import the repository's own src/ (not an installed copy)."""
-    return dict(os.environ, DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
-                SQLORA_PROGRESS="0", PYTHONPATH=str(repo / "src"),
-                PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-
-
-def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=dvc_env(repo),
-                          capture_output=True, text=True, timeout=900)
-    if check and done.returncode != 0:
-        raise AssertionError(f"dvc {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
-    return done
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", *args],
-                          cwd=repo, check=True, capture_output=True, text=True).stdout
 
 
 def stages_run(output: str) -> set[str]:
@@ -98,25 +79,8 @@ def pipeline_repo(tmp_path_factory) -> Path:
     """A git + DVC repository with the project's pipeline, pointed at tiny data and a tiny model;
     its first commit holds, like the project's, the reference run's metrics/."""
     work = tmp_path_factory.mktemp("e2e")
-    repo = work / "repo"
-    repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(ROOT / name, repo / name)
-    for folder in ("stages", "src", "metrics"):
-        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    spider = build_tiny_spider(work / "tiny_spider")
-    model = build_tiny_model(work / "tiny_model")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"].update(source=str(spider), sha256="")
-    params["model"].update(name_or_path=str(model), sha256="")
-    for section, values in QUICK.items():
-        params[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git(repo, "init", "-q")
-    dvc(repo, "init", "-q")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "pipeline")
-    return repo
+    return new_project(work / "repo", build_tiny_spider(work / "tiny_spider"), build_tiny_model(work / "tiny_model"),
+                       QUICK)
 
 
 LEVELS = ("easy", "medium", "hard", "extra")
