@@ -134,7 +134,7 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
                                    dtype, callbacks)
             continue
         rollback_to = last_finite_checkpoint(checkpoint_dir) if guard.non_finite else None
-        if rollback_to and sum(e["event"] == "rollback" for e in events) < MAX_ROLLBACKS:
+        if rollback_to and count(events, "rollback") < MAX_ROLLBACKS:
             events.append({"step": trainer.state.global_step, "event": "rollback", "reason": guard.problem,
                            "resumed_from_step": step_of(rollback_to), "learning_rate_factor": ROLLBACK_LR_FACTOR})
             print(f"{guard.problem}: rolling back to {rollback_to} with the learning rate x{ROLLBACK_LR_FACTOR}",
@@ -168,9 +168,9 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
         "batch_size": train.batch_size * train.gradient_accumulation_steps,
         "micro_batch_size": plan.micro_batch,
         "gradient_accumulation_steps": plan.accumulation,
-        "rollbacks": sum(e["event"] == "rollback" for e in events),
-        "out_of_memory_restarts": sum(e["event"] == "out of GPU memory" for e in events),
-        "final_learning_rate_factor": ROLLBACK_LR_FACTOR ** sum(e["event"] == "rollback" for e in events),
+        "rollbacks": count(events, "rollback"),
+        "out_of_memory_restarts": count(events, "out of GPU memory"),
+        "final_learning_rate_factor": ROLLBACK_LR_FACTOR ** count(events, "rollback"),
         "cudnn_attention_off": attention is not None,
     }
     return {"trainer": trainer, "stats": stats, "events": events}
@@ -178,6 +178,10 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
 
 MAX_ROLLBACKS = 3
 ROLLBACK_LR_FACTOR = 0.5
+
+
+def count(events: list[dict], kind: str) -> int:
+    return sum(event["event"] == kind for event in events)
 
 
 @dataclasses.dataclass(frozen=True)
