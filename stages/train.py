@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from sqlora import callbacks, modeling, prompts, training
+from sqlora import training
 from sqlora.devices import cap_gpu_memory, describe_device
 from sqlora.errors import SqloraError, run_stage
 from sqlora.files import replace_dir, staging_area, write_text_atomic
@@ -49,7 +49,8 @@ def main() -> None:
     print(f"loading {args.base} ({quant.bits}-bit)", flush=True)
     model = load_quantized_model(args.base, quant, trust_remote_code=trust_remote_code, for_training=True)
     tokenizer = load_tokenizer(args.base, trust_remote_code)
-    code = [Path(module.__file__) for module in (training, modeling, prompts, callbacks)] + [Path(__file__)]
+    package = Path(training.__file__).parent  # by path: importing callbacks here would load transformers early
+    code = [package / f"{name}.py" for name in ("training", "callbacks", "modeling", "prompts")] + [Path(__file__)]
     run_id = fingerprint(quant, lora, train, files_digest([args.train, args.base, *code]))
     live_curve = args.checkpoints / "train_loss.csv"  # grows as training goes; published when it ends well
     result = train_lora(model, tokenizer, rows, train, lora_config(lora), args.checkpoints,

@@ -100,9 +100,10 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
     trainer = make_trainer(model, dataset, tokenizer, train, plan, checkpoint_dir, dtype, callbacks,
                            peft_config=lora_cfg)
     if on_gpu:
-        print(f"fitting micro-batches of {train.batch_size} examples of up to "
-              f"{longest_example(trainer)} tokens to the GPU's memory", flush=True)
-        fitted = fit_micro_batch(trainer, plan, longest_example(trainer))
+        longest = longest_example(trainer)
+        print(f"fitting micro-batches of {train.batch_size} examples of up to {longest} tokens to the GPU's memory",
+              flush=True)
+        fitted = fit_micro_batch(trainer, plan, longest)
         if fitted != plan:
             plan = fitted
             trainer = make_trainer(trainer.model, trainer.train_dataset, tokenizer, train, plan, checkpoint_dir,
