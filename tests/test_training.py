@@ -27,8 +27,10 @@ from sqlora.modeling import (compute_dtype, load_quantized_model, load_tokenizer
 from sqlora.prompts import build_prompt  # noqa: E402
 from sqlora.params import LoraParams, QuantParams, TrainParams, as_dict  # noqa: E402
 from sqlora import callbacks  # noqa: E402
-from sqlora.training import (FINGERPRINT_FILE, BatchPlan, finite_or_none, fingerprint, fit_micro_batch,  # noqa: E402
-                             fitting_rows, resumable_checkpoint, train_lora)
+from sqlora import training  # noqa: E402
+from sqlora.training import (FINGERPRINT_FILE, BatchPlan, choose_plan, finite_or_none, fingerprint,  # noqa: E402
+                             fit_micro_batch, fitting_rows, parameter_count, resolved_schedule,
+                             resumable_checkpoint, train_lora)
 
 torch.set_num_threads(1)
 
@@ -370,6 +372,100 @@ def test_micro_batch_shrinks_until_it_fits(tiny_models, tmp_path, monkeypatch):
         handle.remove()
     assert plan == BatchPlan(2, 4) and seen == [8, 4, 2]
     assert all(p.grad is None for p in trainer.model.parameters())
+
+
+def checkpointing_on(model) -> bool:
+    return any(getattr(m, "gradient_checkpointing", False) for m in model.get_base_model().modules())
+
+
+class CardLimit:
+    """A forward pre-hook standing in for a small card: more than `plain` sequences at once run
+    out of memory, or more than `checkpointed` with activation checkpointing on. Records what
+    each probe ran as (micro-batch, training mode, checkpointing)."""
+
+    def __init__(self, model, plain: int, checkpointed: int):
+        self.model, self.plain, self.checkpointed, self.seen = model, plain, checkpointed, []
+
+    def __call__(self, module, args, kwargs):
+        size, on = kwargs["input_ids"].shape[0], checkpointing_on(self.model)
+        self.seen.append((size, self.model.training, on))
+        if size > (self.checkpointed if on else self.plain):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+
+@pytest.mark.parametrize("checkpointed_cost, expected", [(1.0, BatchPlan(8, 1, True)), (5.0, BatchPlan(2, 4))])
+def test_auto_checkpointing_takes_the_faster_way_that_fits(tiny_models, tmp_path, monkeypatch,
+                                                          checkpointed_cost, expected):
+    """Without checkpointing 2 sequences fit, with it all 8. The probes run in training mode (an
+    eval-mode probe would keep no activations and fit far more than training can), each way is
+    timed, and the faster one is taken; the model is left as it was."""
+    result = run_training(tiny_models["llama"], tmp_path, max_steps=1, save_steps=100, batch_size=8)
+    trainer = result["trainer"]
+    trainer.model.eval()
+    card = CardLimit(trainer.model, plain=2, checkpointed=8)
+    real_probe = training.probe_step
+
+    def timed_probe(trainer, plan, length):  # a step takes 1 s plain, checkpointed_cost s checkpointed
+        real_probe(trainer, plan, length)
+        return checkpointed_cost if plan.checkpointing else 1.0
+
+    monkeypatch.setattr(training, "probe_step", timed_probe)
+    handle = trainer.model.register_forward_pre_hook(card, with_kwargs=True)
+    try:
+        plan, measured = choose_plan(trainer, BatchPlan(8, 1), 40, "auto")
+    finally:
+        handle.remove()
+    assert plan == expected
+    assert "micro-batches of 2 without it" in measured and "8 with it" in measured
+    assert card.seen[:4] == [(8, True, False), (4, True, False), (2, True, False), (8, True, True)]
+    assert not trainer.model.training and not checkpointing_on(trainer.model)
+    assert all(p.grad is None for p in trainer.model.parameters())
+
+
+@pytest.mark.parametrize("setting, expected", [(False, BatchPlan(2, 4)), (True, BatchPlan(8, 1, True))])
+def test_a_set_checkpointing_is_probed_as_set(tiny_models, tmp_path, setting, expected):
+    result = run_training(tiny_models["llama"], tmp_path, max_steps=1, save_steps=100, batch_size=8)
+    trainer = result["trainer"]
+    card = CardLimit(trainer.model, plain=2, checkpointed=8)
+    handle = trainer.model.register_forward_pre_hook(card, with_kwargs=True)
+    try:
+        plan, measured = choose_plan(trainer, BatchPlan(8, 1), 40, setting)
+    finally:
+        handle.remove()
+    assert plan == expected and measured == ""
+    assert {on for _, _, on in card.seen} == {setting}
+
+
+def test_a_checkpointed_plan_trains_with_checkpointing(tiny_models, tmp_path):
+    result = run_training(tiny_models["llama"], tmp_path, max_steps=2, save_steps=100, gradient_checkpointing=True)
+    assert result["stats"]["gradient_checkpointing"] is True and result["stats"]["steps"] == 2
+    assert checkpointing_on(result["trainer"].model)
+
+
+def test_schedule_by_model_size():
+    train = TrainParams.read({**TRAIN, "learning_rate": "auto", "epochs": "auto"})
+    small, large = resolved_schedule(train, 135_000_000), resolved_schedule(train, 494_000_000)
+    assert (small.learning_rate, small.epochs) == (1e-3, 6)
+    assert (large.learning_rate, large.epochs) == (2e-4, 2)
+    fixed = TrainParams.read({**TRAIN, "learning_rate": 5e-4, "epochs": 3})
+    assert resolved_schedule(fixed, 494_000_000) == fixed
+
+
+def test_parameter_count_is_the_unquantized_models(tiny_models):
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_pretrained(tiny_models["llama"])
+    quantized = load_quantized_model(tiny_models["llama"], QUANT, for_training=True)
+    assert parameter_count(quantized) == parameter_count(plain) == sum(p.numel() for p in plain.parameters())
+
+
+def test_train_json_names_the_schedule_it_resolved(tiny_models, tmp_path):
+    result = run_training(tiny_models["llama"], tmp_path, max_steps=1, save_steps=100,
+                          learning_rate="auto", epochs="auto", gradient_checkpointing="auto")
+    stats = result["stats"]
+    assert (stats["learning_rate"], stats["epochs"]) == (1e-3, 6)  # a tiny model: the small schedule
+    assert stats["gradient_checkpointing"] is False  # on CPU nothing is probed
+    assert stats["model_params"] > 0
 
 
 def test_out_of_memory_during_training_goes_on_with_smaller_micro_batches(tiny_models, tmp_path, monkeypatch):

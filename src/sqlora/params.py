@@ -26,6 +26,7 @@ QUANT_BITS = (4, 8, 16)
 QUANT_TYPES = ("nf4", "fp4")
 COMPUTE_DTYPES = ("auto", "bfloat16", "float16", "float32")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+AUTO = "auto"  # chosen by the train stage from what it measures (see sqlora.training)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -103,15 +104,15 @@ class LoraParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    epochs: float
+    epochs: float | str          # "auto": from the model's parameter count (training.SIZE_SCHEDULES)
     max_steps: int               # > 0 stops after this many optimizer steps
     batch_size: int              # examples per optimizer step (per process), whatever the card
     gradient_accumulation_steps: int
-    learning_rate: float
+    learning_rate: float | str   # "auto": as epochs
     lr_scheduler: str
     warmup_steps: int
     max_length: int
-    gradient_checkpointing: bool
+    gradient_checkpointing: bool | str  # "auto": on where the card measures it faster
     group_by_length: bool
     check_generations: bool
     seed: int
@@ -122,16 +123,16 @@ class TrainParams:
     @classmethod
     def read(cls, s: dict) -> TrainParams:
         name = "train"
-        return cls(epochs=number(s, "epochs", name, minimum=0, exclusive_minimum=True),
+        return cls(epochs=auto_or(number, s, "epochs", name, minimum=0, exclusive_minimum=True),
                    max_steps=number(s, "max_steps", name, minimum=-1, integer=True),
                    batch_size=number(s, "batch_size", name, minimum=1, integer=True),
                    gradient_accumulation_steps=number(s, "gradient_accumulation_steps", name, minimum=1,
                                                       integer=True),
-                   learning_rate=number(s, "learning_rate", name, minimum=0, exclusive_minimum=True),
+                   learning_rate=auto_or(number, s, "learning_rate", name, minimum=0, exclusive_minimum=True),
                    lr_scheduler=choice(s, "lr_scheduler", SCHEDULERS, name),
                    warmup_steps=number(s, "warmup_steps", name, minimum=0, integer=True),
                    max_length=number(s, "max_length", name, minimum=16, integer=True),
-                   gradient_checkpointing=boolean(s, "gradient_checkpointing", name),
+                   gradient_checkpointing=auto_or(boolean, s, "gradient_checkpointing", name),
                    group_by_length=boolean(s, "group_by_length", name),
                    check_generations=boolean(s, "check_generations", name),
                    seed=number(s, "seed", name, integer=True),
@@ -262,6 +263,16 @@ def number(section: dict, key: str, name: str, *, minimum=None, maximum=None,
         bounds = " and ".join(b for b in (low, high) if b)
         raise ParamError(f"{name}.{key} = {value!r}: must be {kind} {bounds}".rstrip())
     return value
+
+
+def auto_or(check, section: dict, key: str, name: str, **limits) -> Any:
+    """"auto", or a value that passes `check`; a wrong one is named with both choices."""
+    if section.get(key) == AUTO:
+        return AUTO
+    try:
+        return check(section, key, name, **limits)
+    except ParamError as error:
+        raise ParamError(f"{error} (or {AUTO!r})") from None
 
 
 def boolean(section: dict, key: str, name: str) -> bool:

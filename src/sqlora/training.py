@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .devices import free_gpu_memory, guard_attention_kernels
 from .errors import SqloraError
-from .params import TrainParams, as_dict
+from .params import AUTO, TrainParams, as_dict
 from .progress import bars_enabled, quiet_library_bars
 from .prompts import training_example, training_length
 
@@ -78,9 +78,13 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
     quiet_library_bars()
 
     on_gpu = torch.cuda.is_available()
+    parameters = parameter_count(model)
+    train = resolved_schedule(train, parameters)
+    print(f"schedule: learning rate {train.learning_rate:g}, {train.epochs:g} epochs "
+          f"for a model of {parameters / 1e6:,.0f}M parameters", flush=True)
     if getattr(model, "is_quantized", False) or getattr(model, "is_loaded_in_4bit", False):
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=train.gradient_checkpointing)
+        # checkpointing is the trainer's to turn on, once the plan says whether to
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     from accelerate import PartialState
 
     with PartialState().main_process_first():  # one process clears stale checkpoints, then all look
@@ -96,20 +100,24 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
     resumed_from_step = step_of(resume_from)
     loss_log, guard = LossLog(loss_csv, resumed_from_step), LossGuard()
     callbacks = [loss_log, guard] + ([] if bars_enabled() else [ProgressLine()])
-    plan = BatchPlan(train.batch_size, train.gradient_accumulation_steps)
+    plan = BatchPlan(train.batch_size, train.gradient_accumulation_steps,
+                     checkpointing=train.gradient_checkpointing is True)
     trainer = make_trainer(model, dataset, tokenizer, train, plan, checkpoint_dir, dtype, callbacks,
                            peft_config=lora_cfg)
     if on_gpu:
         longest = longest_example(trainer)
         print(f"fitting micro-batches of {train.batch_size} examples of up to {longest} tokens to the GPU's memory",
               flush=True)
-        fitted = fit_micro_batch(trainer, plan, longest)
+        fitted, measured = choose_plan(trainer, plan, longest, train.gradient_checkpointing)
+        if measured:
+            print(measured, flush=True)
         if fitted != plan:
             plan = fitted
             trainer = make_trainer(trainer.model, trainer.train_dataset, tokenizer, train, plan, checkpoint_dir,
                                    dtype, callbacks)
         print(f"micro-batch {plan.micro_batch} x {plan.accumulation} accumulation steps "
-              f"= {plan.micro_batch * plan.accumulation} examples per optimizer step", flush=True)
+              f"= {plan.micro_batch * plan.accumulation} examples per optimizer step"
+              + (", gradient checkpointing on" if plan.checkpointing else ""), flush=True)
         torch.cuda.reset_peak_memory_stats()
 
     events: list[dict] = []
@@ -163,12 +171,16 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
         "tokens_per_s": round(tokens / runtime, 1) if runtime else 0.0,
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "model_params": parameters,
+        "learning_rate": train.learning_rate,
+        "epochs": train.epochs,
         "resumed_from_step": resumed_from_step,
         "examples": len(rows),
         "skipped_too_long": too_long,
         "batch_size": train.batch_size * train.gradient_accumulation_steps,
         "micro_batch_size": plan.micro_batch,
         "gradient_accumulation_steps": plan.accumulation,
+        "gradient_checkpointing": plan.checkpointing,
         "rollbacks": count(events, "rollback"),
         "out_of_memory_restarts": count(events, "out of GPU memory"),
         "final_learning_rate_factor": ROLLBACK_LR_FACTOR ** count(events, "rollback"),
@@ -181,22 +193,60 @@ MAX_ROLLBACKS = 3
 ROLLBACK_LR_FACTOR = 0.5
 
 
+@dataclasses.dataclass(frozen=True)
+class SizeSchedule:
+    """The learning rate and epochs that `auto` gives a model of up to `max_parameters`."""
+
+    max_parameters: float
+    learning_rate: float
+    epochs: float
+
+
+# Measured on Spider (docs/RESULTS.md, "The schedule by model size"): a 135M model needs a high
+# rate and many epochs to learn SQL at all; a 0.5B code model already writes SQL, and the same
+# schedule over-fits it (final loss 0.007) and erases most of what it knew.
+SIZE_SCHEDULES = (
+    SizeSchedule(max_parameters=300e6, learning_rate=1e-3, epochs=6),
+    SizeSchedule(max_parameters=math.inf, learning_rate=2e-4, epochs=2),
+)
+
+
+def parameter_count(model) -> int:
+    """Parameters of the model as trained from, before quantization packed them."""
+    total = 0
+    for param in model.parameters():
+        shape = getattr(getattr(param, "quant_state", None), "shape", None)  # bitsandbytes 4-bit
+        total += math.prod(shape) if shape is not None else param.numel()
+    return total
+
+
+def resolved_schedule(train: TrainParams, parameters: int) -> TrainParams:
+    """`train` with an `auto` learning rate or epochs replaced by the model size's schedule."""
+    size = next(s for s in SIZE_SCHEDULES if parameters <= s.max_parameters)
+    return dataclasses.replace(
+        train,
+        learning_rate=size.learning_rate if train.learning_rate == AUTO else train.learning_rate,
+        epochs=size.epochs if train.epochs == AUTO else train.epochs)
+
+
 def count(events: list[dict], kind: str) -> int:
     return sum(event["event"] == kind for event in events)
 
 
 @dataclasses.dataclass(frozen=True)
 class BatchPlan:
-    """An optimizer step of micro_batch x accumulation examples (per process)."""
+    """An optimizer step of micro_batch x accumulation examples (per process), with or without
+    gradient (activation) checkpointing."""
 
     micro_batch: int
     accumulation: int
+    checkpointing: bool = False
 
     def halved(self) -> BatchPlan | None:
         """The largest smaller micro-batch that divides this one, the same examples per step."""
         for smaller in range(self.micro_batch // 2, 0, -1):
             if self.micro_batch % smaller == 0:
-                return BatchPlan(smaller, self.accumulation * (self.micro_batch // smaller))
+                return BatchPlan(smaller, self.accumulation * (self.micro_batch // smaller), self.checkpointing)
         return None
 
 
@@ -239,9 +289,28 @@ def sft_config(train: TrainParams, plan: BatchPlan, checkpoint_dir: Path, dtype,
         disable_tqdm=not bars_enabled(),
         include_num_input_tokens_seen="non_padding",
         dataset_kwargs={"skip_prepare_dataset": True} if prepared_dataset else None,
-        **checkpointing(train.gradient_checkpointing),
+        **checkpointing(plan.checkpointing),
         **length_grouping(train.group_by_length),
     )
+
+
+def choose_plan(trainer, plan: BatchPlan, sequence_length: int, checkpointing) -> tuple[BatchPlan, str]:
+    """The micro-batch that fits the GPU and, with `checkpointing` "auto", whether to checkpoint
+    activations: where that lets more examples in at once, one step of each is timed and the
+    faster way is taken. Returns the plan and a line saying what was measured ("" if nothing was)."""
+    fitted = fit_micro_batch(trainer, dataclasses.replace(plan, checkpointing=checkpointing is True),
+                             sequence_length)
+    if checkpointing != AUTO or fitted.micro_batch == plan.micro_batch:
+        return fitted, ""
+    checkpointed = fit_micro_batch(trainer, dataclasses.replace(plan, checkpointing=True), sequence_length)
+    if checkpointed.micro_batch <= fitted.micro_batch:
+        return fitted, ""
+    speed = {p: p.micro_batch * sequence_length / probe_step(trainer, p, sequence_length)
+             for p in (fitted, checkpointed)}
+    best = max(speed, key=speed.get)
+    return best, (f"gradient checkpointing {'on' if best.checkpointing else 'off'}: micro-batches of "
+                  f"{fitted.micro_batch} without it ran {speed[fitted]:,.0f} tokens/s, "
+                  f"{checkpointed.micro_batch} with it {speed[checkpointed]:,.0f} tokens/s")
 
 
 def fit_micro_batch(trainer, plan: BatchPlan, sequence_length: int) -> BatchPlan:
@@ -249,20 +318,9 @@ def fit_micro_batch(trainer, plan: BatchPlan, sequence_length: int) -> BatchPlan
     GPU (or the SQLORA_GPU_MEMORY_GB cap), with room kept for the optimizer's state."""
     import torch
 
-    model = trainer.model
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    token = trainer.train_dataset[0]["input_ids"][0]
-    device = next(p for p in model.parameters() if p.requires_grad).device
     while True:
         try:
-            # Adam keeps two fp32 numbers per trainable weight: hold that much while probing
-            optimizer_state = torch.empty(2 * trainable, dtype=torch.float32, device=device)
-            ids = torch.full((plan.micro_batch, sequence_length), token, dtype=torch.long, device=device)
-            inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
-            with trainer.accelerator.autocast():  # the loss exactly as a training step computes it
-                loss = trainer.compute_loss(model, inputs)
-            loss.backward()
-            del optimizer_state, ids, inputs, loss
+            probe_step(trainer, plan, sequence_length)
             return plan
         except torch.cuda.OutOfMemoryError:
             smaller = plan.halved()
@@ -270,12 +328,63 @@ def fit_micro_batch(trainer, plan: BatchPlan, sequence_length: int) -> BatchPlan
                 raise SqloraError(f"one training example of {sequence_length} tokens does not fit in GPU memory: "
                                   "lower train.max_length or turn on train.gradient_checkpointing") from None
             plan = smaller
-        finally:
-            model.zero_grad(set_to_none=True)
-            metrics = getattr(trainer, "_metrics", {}).get("train", {})
-            for values in metrics.values():  # the probe's entropy and accuracy are no training step's
-                values.clear()
-            free_gpu_memory()
+
+
+def probe_step(trainer, plan: BatchPlan, sequence_length: int) -> float:
+    """Seconds for one training forward and backward pass over `plan.micro_batch` sequences of
+    `sequence_length` tokens, as `plan` runs them, with Adam's state held. Leaves no gradients,
+    logged metrics or checkpointing behind."""
+    import torch
+
+    model = trainer.model
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    token = trainer.train_dataset[0]["input_ids"][0]
+    device = next(p for p in model.parameters() if p.requires_grad).device
+    was_training, tokens_seen = model.training, getattr(trainer, "_total_train_tokens", None)
+    model.train()  # in eval mode the model would skip checkpointing and keep no activations for backward
+    set_checkpointing(model, plan.checkpointing)
+    try:
+        # Adam keeps two fp32 numbers per trainable weight: hold that much while probing
+        optimizer_state = torch.empty(2 * trainable, dtype=torch.float32, device=device)
+        ids = torch.full((plan.micro_batch, sequence_length), token, dtype=torch.long, device=device)
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+        synchronize(device)
+        started = time.perf_counter()
+        with trainer.accelerator.autocast():  # the loss exactly as a training step computes it
+            loss = trainer.compute_loss(model, inputs)
+        loss.backward()
+        synchronize(device)
+        del optimizer_state, ids, inputs, loss
+        return time.perf_counter() - started
+    finally:
+        model.zero_grad(set_to_none=True)
+        set_checkpointing(model, False)  # the trainer turns it on again when its plan says so
+        model.train(was_training)
+        if tokens_seen is not None:
+            trainer._total_train_tokens = tokens_seen
+        for values in getattr(trainer, "_metrics", {}).get("train", {}).values():
+            values.clear()  # the probe's entropy and accuracy are no training step's
+        free_gpu_memory()
+
+
+def set_checkpointing(model, enabled: bool) -> None:
+    """Turn activation checkpointing on or off in a (PEFT-wrapped) transformers model."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        return
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers 5
+        base.activation_checkpointing_enable() if enabled else base.activation_checkpointing_disable()
+    elif enabled:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_disable()
+
+
+def synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def longest_example(trainer) -> int:
