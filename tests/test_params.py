@@ -141,10 +141,12 @@ TRAIN_BAD = [(TrainParams, TRAIN, *case) for case in [
     ("batch_size", 0, ["train.batch_size", "integer >= 1"]),
     ("batch_size", 2.5, ["train.batch_size", "integer"]),
     ("learning_rate", 0, ["train.learning_rate", "> 0"]),
-    ("learning_rate", "1e-3", ["train.learning_rate", "number"]),
+    ("learning_rate", "1e-3", ["train.learning_rate", "number", "'auto'"]),
+    ("learning_rate", "Auto", ["train.learning_rate", "'auto'"]),
     ("lr_scheduler", "foo", ["train.lr_scheduler", "'linear', 'cosine', 'constant', 'constant_with_warmup'"]),
     ("max_length", 4, ["train.max_length", ">= 16"]),
-    ("epochs", 0, ["train.epochs", "> 0"]),
+    ("epochs", 0, ["train.epochs", "> 0", "'auto'"]),
+    ("gradient_checkpointing", "yes", ["train.gradient_checkpointing", "true, false", "'auto'"]),
     ("max_steps", -2, ["train.max_steps", ">= -1"]),
     ("save_steps", 0, ["train.save_steps", ">= 1"]),
     ("group_by_length", "yes", ["train.group_by_length", "true, false"]),
@@ -187,6 +189,13 @@ MODEL_BAD = [(ModelParams, MODEL, *case) for case in [
     ("sha256", "xyz", ["model.sha256", "64 hex digits"]),
     ("trust_remote_code", "no", ["model.trust_remote_code", "true, false"]),
 ]]
+
+
+def test_auto_is_taken_where_the_stage_measures():
+    train = TrainParams.read({**TRAIN, "epochs": "auto", "learning_rate": "auto", "gradient_checkpointing": "auto"})
+    assert (train.epochs, train.learning_rate, train.gradient_checkpointing) == ("auto", "auto", "auto")
+    with pytest.raises(ParamError, match="train.batch_size"):
+        TrainParams.read({**TRAIN, "batch_size": "auto"})
 
 
 @pytest.mark.parametrize("section, good, key, value, expected",
