@@ -333,8 +333,36 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_order(tiny_models, monkeyp
     sizes = fail_on_big_batches(monkeypatch, model, error)
     got = generate_candidates(model, tokenizer, PROMPTS, batch_size=8, **options)
     assert got == expected and len(got) == len(PROMPTS)
-    # 6 fails, 3 fails, then batches of 1 to the end: later batches keep the smaller size
-    assert sizes == [6, 3, 1, 1, 1, 1, 1, 1]
+    assert sizes[:3] == [6, 3, 1]  # 6 fails, 3 fails, then what fits in the tokens of 1
+    assert all(size <= 2 for size in sizes[3:])
+
+
+def test_after_running_out_of_memory_shorter_prompts_go_in_larger_batches(tiny_models, monkeypatch):
+    """Memory as a KV cache spends it: prompts x (longest prompt + new tokens). The longest
+    prompts come first; once a batch of them ran out, the short ones still share batches."""
+    model, tokenizer = load(tiny_models["qwen2"])
+    prompts = [build_prompt(SCHEMA, "How many singers?" + " Really." * n) for n in (200, 150, 0, 1, 2, 3, 4, 5)]
+    new_tokens = 4
+    original, sizes = model.generate, []
+
+    def generate_within_memory(*args, **kwargs):
+        ids = kwargs["input_ids"]
+        sizes.append(ids.shape[0])
+        if ids.shape[0] * (ids.shape[1] + new_tokens) > memory:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(*args, **kwargs)
+
+    texts = [prompt_text(tokenizer, p) + "SELECT" for p in prompts]
+    longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    shortest = min(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    memory = longest + new_tokens  # one long prompt fits, two do not
+    assert 6 * (shortest + new_tokens) <= memory  # while six short ones do
+    monkeypatch.setattr(model, "generate", generate_within_memory)
+    got = generate_candidates(model, tokenizer, prompts, batch_size=8, max_new_tokens=new_tokens,
+                              answer_prefix="SELECT")
+    assert all(len(c) == 1 for c in got)
+    assert sizes[:2] == [8, 4] and max(sizes[2:]) >= 5  # 8 and 4 fail; the short ones go five or more at a time
+    assert len(sizes) < 2 + len(prompts)
 
 
 def test_out_of_memory_with_candidates(tiny_models, monkeypatch):
@@ -343,7 +371,7 @@ def test_out_of_memory_with_candidates(tiny_models, monkeypatch):
     expected = generate_candidates(model, tokenizer, PROMPTS, batch_size=4, **options)
     sizes = fail_on_big_batches(monkeypatch, model, torch.cuda.OutOfMemoryError, limit=2)
     assert generate_candidates(model, tokenizer, PROMPTS, batch_size=8, **options) == expected
-    assert sizes == [4, 2, 2, 2]  # 8 sequences: 4 prompts of 2 candidates, then 2 prompts a batch
+    assert sizes[:2] == [4, 2]  # 8 sequences: 4 prompts of 2 candidates fail, then 2 prompts a batch
 
 
 def test_out_of_memory_with_one_prompt_is_raised(tiny_models, monkeypatch):

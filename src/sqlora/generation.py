@@ -24,9 +24,11 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_si
 
     `batch_size` counts sequences, so a batch holds `batch_size // num_candidates` prompts, of
     similar length, longest first. `answer_prefix` starts the assistant's answer (e.g. "SELECT"),
-    so that a chatty base model writes SQL instead of prose; the returned texts include it. A
-    batch that runs out of GPU memory is split in two and retried, and later batches keep the
-    smaller size.
+    so that a chatty base model writes SQL instead of prose; the returned texts include it.
+
+    A batch that runs out of GPU memory is retried with half as many prompts. From then on a
+    batch holds as many prompts as fit in the tokens that half held (prompt and new tokens, what
+    the KV cache is sized by), so the shorter prompts that come later go in larger batches.
     """
     texts = [prompt_text(tokenizer, p) + answer_prefix for p in prompts]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
@@ -36,21 +38,24 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_si
                "num_candidates": num_candidates}
     outputs: list[list[str]] = [[] for _ in texts]
     bar = progress(total=len(texts), desc=desc, unit="q")
-    batch_size = max(1, batch_size // num_candidates)
+    most_prompts = max(1, batch_size // num_candidates)
+    token_budget = None  # prompts x (longest prompt + new tokens) that fit, once memory ran out
     start = 0
     while start < len(order):
-        batch = order[start:start + batch_size]
+        tokens_each = lengths[order[start]] + max_new_tokens
+        size = most_prompts if token_budget is None else max(1, min(most_prompts, token_budget // tokens_each))
+        batch = order[start:start + size]
         try:
             generated = _generate_batch(model, tokenizer, [texts[i] for i in batch], **options)
         except out_of_memory_errors():
-            if batch_size == 1:
+            if len(batch) == 1:
                 raise
             generated = None
         if generated is None:  # out of memory: retry with half, once the failed batch's tensors are gone
-            batch_size = max(1, len(batch) // 2)
+            token_budget = len(batch) // 2 * tokens_each
             free_gpu_memory()
             bar.write(f"{desc}: out of GPU memory with {len(batch) * num_candidates} sequences at once; "
-                      f"going on with {batch_size * num_candidates}")
+                      f"going on with {len(batch) // 2 * num_candidates}, more as the prompts get shorter")
             continue
         for i, candidates in zip(batch, generated):
             outputs[i] = [answer_prefix + text for text in candidates]
