@@ -318,6 +318,52 @@ def test_a_one_off_nan_rolls_back_with_half_the_learning_rate(tiny_models, tmp_p
     assert rates[2:] == pytest.approx([TRAIN["learning_rate"] * 0.5] * 4)
 
 
+class OutOfMemoryOnSecondVisit(TrainerCallback):
+    """Out of memory the second time training ends step `step` (after a roll-back replays it)."""
+
+    def __init__(self, step: int):
+        self.step, self.visits = step, 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            self.visits += 1
+            if self.visits == 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+
+def test_running_out_of_memory_after_a_roll_back_keeps_the_lower_learning_rate(tiny_models, tmp_path,
+                                                                                monkeypatch):
+    """Roll back to step 2 at half the rate, then run out of memory before the next checkpoint:
+    the restart resumes from step 2's checkpoint, saved at the full rate, and still trains at half."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ExtraCallbacks(monkeypatch, PoisonOnce(3), OutOfMemoryOnSecondVisit(3))
+    result = run_training(tiny_models["llama"], tmp_path, max_steps=6, logging_steps=1, save_steps=2,
+                          lr_scheduler="constant")
+    stats = result["stats"]
+    assert [e["event"] for e in result["events"]] == ["rollback", "out of GPU memory"]
+    assert result["events"][1]["resumed_from_step"] == 2
+    assert stats["steps"] == 6 and stats["final_learning_rate_factor"] == 0.5
+    rates = [float(r[2]) for r in read_loss_csv(tmp_path / "loss.csv")[1:]]
+    assert rates == pytest.approx([TRAIN["learning_rate"]] * 2 + [TRAIN["learning_rate"] * 0.5] * 4)
+
+
+def test_a_resumed_run_goes_on_at_the_rate_its_checkpoint_was_saved_at(tiny_models, tmp_path, monkeypatch):
+    """Stopped after a roll-back, a later run resumes from the halved checkpoint at the halved rate.
+    (The divergence stops training before step 4 is saved, so step 4's save follows the roll-back.)"""
+    ExtraCallbacks(monkeypatch, PoisonOnce(3), InterruptAfter(4))
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tiny_models["llama"], tmp_path, max_steps=8, logging_steps=1, save_steps=2,
+                     lr_scheduler="constant")
+    monkeypatch.undo()
+    result = run_training(tiny_models["llama"], tmp_path, max_steps=8, logging_steps=1, save_steps=2,
+                          lr_scheduler="constant")
+    stats = result["stats"]
+    assert stats["resumed_from_step"] == 4 and stats["rollbacks"] == 0
+    assert stats["final_learning_rate_factor"] == 0.5
+    rates = [float(r[2]) for r in read_loss_csv(tmp_path / "loss.csv")[1:]]
+    assert rates == pytest.approx([TRAIN["learning_rate"]] * 2 + [TRAIN["learning_rate"] * 0.5] * 6)
+
+
 def test_the_last_step_is_logged_and_no_nan_reaches_the_metrics(tiny_models, tmp_path):
     stats = run_training(tiny_models["llama"], tmp_path, max_steps=3, logging_steps=10, save_steps=100)["stats"]
     assert [int(r[0]) for r in read_loss_csv(tmp_path / "loss.csv")[1:]] == [3]

@@ -4,6 +4,7 @@ when no bar is shown, and a lower learning rate after a roll-back."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import sys
@@ -107,26 +108,44 @@ class ProgressLine(TrainerCallback):
               file=self.stream, flush=True)
 
 
-class ScaleLearningRate(TrainerCallback):
-    """Multiplies the learning rate after the optimizer and schedule are restored from a
-    checkpoint (a resumed schedule would otherwise bring back the rate that diverged)."""
+class LearningRateFactor(TrainerCallback):
+    """Keeps the learning rate at `factor` times the schedule's, across resumes.
 
-    def __init__(self, factor: float):
-        self.factor = factor
+    Each checkpoint records the factor it was saved under. A resumed run restores the optimizer
+    and schedule of its checkpoint, so at the start of training the rate is scaled by
+    `factor` / (the checkpoint's factor): a roll-back halves it, and a later resume from a
+    checkpoint saved before that roll-back (after running out of memory, say) keeps it halved.
+    """
+
+    FILE = "sqlora_learning_rate_factor.json"
+
+    def __init__(self):
+        self.factor, self.resume_from = 1.0, None
 
     def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
-        if self.factor == 1.0:
+        saved = self.saved_factor(self.resume_from) if self.resume_from else 1.0
+        scale = self.factor / saved
+        if scale == 1.0:
             return
         if lr_scheduler is not None and hasattr(lr_scheduler, "base_lrs"):
-            lr_scheduler.base_lrs = [lr * self.factor for lr in lr_scheduler.base_lrs]
+            lr_scheduler.base_lrs = [lr * scale for lr in lr_scheduler.base_lrs]
             if hasattr(lr_scheduler, "_last_lr"):  # what the next log reports
-                lr_scheduler._last_lr = [lr * self.factor for lr in lr_scheduler._last_lr]
+                lr_scheduler._last_lr = [lr * scale for lr in lr_scheduler._last_lr]
         if optimizer is not None:
             for group in optimizer.param_groups:
-                group["lr"] *= self.factor
+                group["lr"] *= scale
                 if "initial_lr" in group:
-                    group["initial_lr"] *= self.factor
-        self.factor = 1.0  # once: a later resume reads the lowered rate from the checkpoint
+                    group["initial_lr"] *= scale
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if is_main_process() and checkpoint.is_dir():
+            (checkpoint / self.FILE).write_text(json.dumps({"factor": self.factor}) + "\n")
+
+    @classmethod
+    def saved_factor(cls, checkpoint) -> float:
+        path = Path(checkpoint) / cls.FILE
+        return json.loads(path.read_text())["factor"] if path.is_file() else 1.0
 
 
 def clock(seconds: float) -> str:

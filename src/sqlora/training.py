@@ -73,7 +73,7 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
     from datasets import Dataset
     from peft import prepare_model_for_kbit_training
 
-    from .callbacks import LossGuard, LossLog, ProgressLine, ScaleLearningRate
+    from .callbacks import LearningRateFactor, LossGuard, LossLog, ProgressLine
 
     quiet_library_bars()
 
@@ -98,8 +98,10 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
         print(f"note: {attention}", flush=True)
 
     resumed_from_step = step_of(resume_from)
-    loss_log, guard = LossLog(loss_csv, resumed_from_step), LossGuard()
-    callbacks = [loss_log, guard] + ([] if bars_enabled() else [ProgressLine()])
+    loss_log, guard, rate = LossLog(loss_csv, resumed_from_step), LossGuard(), LearningRateFactor()
+    # a run resumed after a roll-back in an earlier process goes on at that process's rate
+    first_factor = LearningRateFactor.saved_factor(resume_from) if resume_from else 1.0
+    callbacks = [loss_log, guard, rate] + ([] if bars_enabled() else [ProgressLine()])
     plan = BatchPlan(train.batch_size, train.gradient_accumulation_steps,
                      checkpointing=train.gradient_checkpointing is True)
     trainer = make_trainer(model, dataset, tokenizer, train, plan, checkpoint_dir, dtype, callbacks,
@@ -125,6 +127,8 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
     while True:
         print(f"training: {len(rows)} examples, {train.epochs:g} epochs"
               + (f", resuming from {resume_from}" if resume_from else ""), flush=True)
+        rate.factor = first_factor * ROLLBACK_LR_FACTOR ** count(events, "rollback")
+        rate.resume_from = resume_from
         try:
             trainer.train(resume_from_checkpoint=resume_from)
         except torch.cuda.OutOfMemoryError:
@@ -152,7 +156,7 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
             loss_log.keep_until(step_of(rollback_to))
             resume_from = rollback_to
             trainer = make_trainer(trainer.model, trainer.train_dataset, tokenizer, train, plan, checkpoint_dir,
-                                   dtype, callbacks + [ScaleLearningRate(ROLLBACK_LR_FACTOR)])
+                                   dtype, callbacks)
             continue
         break
     runtime = time.perf_counter() - started
@@ -183,7 +187,7 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
         "gradient_checkpointing": plan.checkpointing,
         "rollbacks": count(events, "rollback"),
         "out_of_memory_restarts": count(events, "out of GPU memory"),
-        "final_learning_rate_factor": ROLLBACK_LR_FACTOR ** count(events, "rollback"),
+        "final_learning_rate_factor": rate.factor,
         "cudnn_attention_off": attention is not None,
     }
     return {"trainer": trainer, "stats": stats, "events": events}
