@@ -38,7 +38,8 @@ def run(name: str, train: TrainParams, lora: LoraParams, quant: QuantParams, row
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return {"recipe": name, "batch": train.batch_size, "grad_ckpt": stats["gradient_checkpointing"], "micro_batch": stats["micro_batch_size"],
+    return {"recipe": name, "batch": train.batch_size, "micro_batch": stats["micro_batch_size"],
+            "grad_ckpt": stats["gradient_checkpointing"],
             "grouped": train.group_by_length, "steps": stats["steps"],
             "tokens_per_s": stats["tokens_per_s"], "s_per_step": round(stats["runtime_s"] / stats["steps"], 3),
             "peak_mem_mb": stats["peak_memory_mb"], "final_loss": stats["final_loss"]}

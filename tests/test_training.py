@@ -28,9 +28,9 @@ from sqlora.prompts import build_prompt  # noqa: E402
 from sqlora.params import LoraParams, QuantParams, TrainParams, as_dict  # noqa: E402
 from sqlora import callbacks  # noqa: E402
 from sqlora import training  # noqa: E402
-from sqlora.training import (FINGERPRINT_FILE, BatchPlan, choose_plan, finite_or_none, fingerprint,  # noqa: E402
-                             fit_micro_batch, fitting_rows, parameter_count, resolved_schedule,
-                             resumable_checkpoint, train_lora)
+from sqlora.training import (FINGERPRINT_FILE, BatchPlan, choose_plan, common_plan,  # noqa: E402
+                             finite_or_none, fingerprint, fit_micro_batch, fitting_rows, parameter_count,
+                             resolved_schedule, resumable_checkpoint, train_lora)
 
 torch.set_num_threads(1)
 
@@ -480,6 +480,12 @@ def test_a_set_checkpointing_is_probed_as_set(tiny_models, tmp_path, setting, ex
         handle.remove()
     assert plan == expected and measured == ""
     assert {on for _, _, on in card.seen} == {setting}
+
+
+def test_data_parallel_processes_agree_on_the_smallest_plan():
+    assert common_plan([BatchPlan(16, 4, True), BatchPlan(4, 16)]) == BatchPlan(4, 16, True)
+    assert common_plan([BatchPlan(8, 8), BatchPlan(8, 8)]) == BatchPlan(8, 8)
+    assert common_plan([BatchPlan(64, 1)]) == BatchPlan(64, 1)
 
 
 def test_a_checkpointed_plan_trains_with_checkpointing(tiny_models, tmp_path):

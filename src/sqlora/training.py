@@ -113,6 +113,7 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
         fitted, measured = choose_plan(trainer, plan, longest, train.gradient_checkpointing)
         if measured:
             print(measured, flush=True)
+        fitted = agreed_plan(trainer, fitted)
         if fitted != plan:
             plan = fitted
             trainer = make_trainer(trainer.model, trainer.train_dataset, tokenizer, train, plan, checkpoint_dir,
@@ -315,6 +316,24 @@ def choose_plan(trainer, plan: BatchPlan, sequence_length: int, checkpointing) -
     return best, (f"gradient checkpointing {'on' if best.checkpointing else 'off'}: micro-batches of "
                   f"{fitted.micro_batch} without it ran {speed[fitted]:,.0f} tokens/s, "
                   f"{checkpointed.micro_batch} with it {speed[checkpointed]:,.0f} tokens/s")
+
+
+def agreed_plan(trainer, plan: BatchPlan) -> BatchPlan:
+    """One plan for all processes of a data-parallel run: each one probed (and timed) its own GPU,
+    and processes that accumulate different numbers of micro-batches would wait on each other forever."""
+    if trainer.accelerator.num_processes == 1:
+        return plan
+    from accelerate.utils import gather_object
+
+    return common_plan(gather_object([plan]))
+
+
+def common_plan(plans: list[BatchPlan]) -> BatchPlan:
+    """A plan that fits every process's GPU: the smallest micro-batch any process chose, with
+    checkpointing if any chose it (checkpointing only lowers the memory a micro-batch takes)."""
+    smallest = min(plans, key=lambda p: p.micro_batch)
+    examples = smallest.micro_batch * smallest.accumulation
+    return BatchPlan(smallest.micro_batch, examples // smallest.micro_batch, any(p.checkpointing for p in plans))
 
 
 def fit_micro_batch(trainer, plan: BatchPlan, sequence_length: int) -> BatchPlan:
