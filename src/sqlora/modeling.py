@@ -311,12 +311,6 @@ def chat_end_token_ids(tokenizer) -> list[int]:
     return sorted(ids)
 
 
-def model_memory_bytes(model) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters()) + sum(
-        b.numel() * b.element_size() for b in model.buffers()
-    )
-
-
 def lora_config(lora: LoraParams):
     from peft import LoraConfig
 
