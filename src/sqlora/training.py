@@ -207,7 +207,7 @@ class SizeSchedule:
     epochs: float
 
 
-# Measured on Spider (docs/RESULTS.md, "The schedule by model size"): a 135M model needs a high
+# Measured on Spider (docs/RESULTS.md, "Models"): a 135M model needs a high
 # rate and many epochs to learn SQL at all; a 0.5B code model already writes SQL, and the same
 # schedule over-fits it (final loss 0.007) and erases most of what it knew.
 SIZE_SCHEDULES = (
