@@ -207,9 +207,9 @@ class SizeSchedule:
     epochs: float
 
 
-# Measured on Spider (docs/RESULTS.md, "Models"): a 135M model needs a high
-# rate and many epochs to learn SQL at all; a 0.5B code model already writes SQL, and the same
-# schedule over-fits it (final loss 0.007) and erases most of what it knew.
+# Measured on Spider (docs/RESULTS.md, "Models"): a 135M model needs a high rate and many epochs
+# to learn SQL at all; a 0.5B code model already writes SQL, and that schedule over-fits it
+# (final loss 0.007, 2 points over its base, where 2e-4 for 2 epochs gained 21).
 SIZE_SCHEDULES = (
     SizeSchedule(max_parameters=300e6, learning_rate=1e-3, epochs=6),
     SizeSchedule(max_parameters=math.inf, learning_rate=2e-4, epochs=2),
