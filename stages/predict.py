@@ -50,12 +50,13 @@ def main() -> None:
         questions = [json.loads(line) for line in f if line.strip()]
 
     devices = prediction_devices(predict.num_gpus)
-    candidates, load_s, generate_s = predict_on_devices(
+    run = predict_on_devices(
         args.model, args.base, quant, [q["prompt"] for q in questions], devices,
         dequantize=predict.dequantize, trust_remote_code=trust_remote_code,
         batch_size=predict.batch_size, max_new_tokens=predict.max_new_tokens,
         answer_prefix=predict.answer_prefix, num_candidates=predict.num_candidates,
         desc=f"predict {args.out.name}")
+    candidates = run.candidates
     chosen = choose_candidates(questions, candidates, args.db, extract=extract_sql)
 
     sqls = [extract_sql(texts[pick]) for texts, pick in zip(candidates, chosen)]
@@ -72,9 +73,10 @@ def main() -> None:
         (new / "pred.sql").write_text("".join(sql + "\n" for sql in sqls), encoding="utf-8")
         (new / "generations.jsonl").write_text("".join(records), encoding="utf-8")
         replace_dir(new, args.out)
-    stats = {"questions": len(questions), "devices": len(devices), "load_s": round(load_s, 2),
-             "generate_s": round(generate_s, 2),
-             "questions_per_s": round(len(questions) / max(generate_s, 1e-9), 2),
+    stats = {"questions": len(questions), "devices": len(devices), "load_s": round(run.load_s, 2),
+             "generate_s": round(run.generate_s, 2),
+             "questions_per_s": round(len(questions) / max(run.generate_s, 1e-9), 2),
+             "peak_memory_mb": None if run.peak_memory_mb is None else round(run.peak_memory_mb, 1),
              "empty_predictions": sum(1 for s in sqls if not s),
              "not_first_candidate": sum(1 for pick in chosen if pick),
              "stage_s": round(time.perf_counter() - STARTED, 2)}

@@ -241,19 +241,19 @@ def test_load_for_inference_base_adapter_and_merged(tiny_models, tmp_path):
 def test_questions_spread_over_devices_come_back_in_order(tiny_models):
     """One process per device (here two CPU processes stand in for two GPUs)."""
     options = {"batch_size": 4, "max_new_tokens": 6, "answer_prefix": "SELECT", "num_candidates": 2}
-    alone, _, _ = predict_on_devices(tiny_models["llama"], tiny_models["llama"], QUANT16, PROMPTS, ["cpu"],
-                                     **options)
-    spread, load_s, generate_s = predict_on_devices(tiny_models["llama"], tiny_models["llama"], QUANT16,
-                                                    PROMPTS, ["cpu", "cpu"], **options)
-    assert spread == alone and len(spread) == len(PROMPTS)
+    alone = predict_on_devices(tiny_models["llama"], tiny_models["llama"], QUANT16, PROMPTS, ["cpu"],
+                               **options).candidates
+    spread, load_s, generate_s, peak = predict_on_devices(tiny_models["llama"], tiny_models["llama"], QUANT16,
+                                                          PROMPTS, ["cpu", "cpu"], **options)
+    assert spread == alone and len(spread) == len(PROMPTS) and peak is None  # no GPU memory on CPU
     assert all(len(c) == 2 and all(t.startswith("SELECT") for t in c) for c in spread), spread
     assert load_s > 0 and generate_s > 0
 
 
 def test_predict_on_devices_gives_one_candidate_per_prompt_by_default(tiny_models):
-    candidates, _, _ = predict_on_devices(tiny_models["qwen2"], tiny_models["qwen2"], QUANT4, PROMPTS[:3],
-                                          ["cpu"], dequantize=True, batch_size=2, max_new_tokens=4,
-                                          answer_prefix="SELECT")
+    candidates = predict_on_devices(tiny_models["qwen2"], tiny_models["qwen2"], QUANT4, PROMPTS[:3], ["cpu"],
+                                    dequantize=True, batch_size=2, max_new_tokens=4,
+                                    answer_prefix="SELECT").candidates
     model, tokenizer = load(tiny_models["qwen2"], QUANT4)
     greedy = generate(model, tokenizer, PROMPTS[:3], batch_size=2, max_new_tokens=4, answer_prefix="SELECT")
     assert candidates == [[g] for g in greedy]

@@ -19,6 +19,7 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 from eval_fixtures import concert_database, folder_digest, make_database  # noqa: E402
+from sqlora.devices import Prediction  # noqa: E402
 from sqlora.prompts import build_prompt, extract_sql  # noqa: E402
 from sqlora.sqlexec import choose_candidates  # noqa: E402
 
@@ -178,7 +179,7 @@ def test_stage_writes_the_chosen_candidates(stage, db_dir, tmp_path, monkeypatch
 
     def fake_predict(model_dir, base_dir, quant, prompts, devices, **options):
         seen.update(options, prompts=prompts)
-        return candidates, 0.5, 2.0
+        return Prediction(candidates, 0.5, 2.0, 1234.5)
 
     monkeypatch.setattr(stage, "predict_on_devices", fake_predict)
     work = write_inputs(tmp_path, questions, num_candidates=2, dequantize=False)
@@ -193,14 +194,14 @@ def test_stage_writes_the_chosen_candidates(stage, db_dir, tmp_path, monkeypatch
     assert [g["generation"] for g in generations] == [c[g["candidate"]] for c, g in zip(candidates, generations)]
     assert [g["sql"] for g in generations] == pred
     assert metrics["not_first_candidate"] == 1 and metrics["questions"] == 3
-    assert metrics["load_s"] == 0.5 and metrics["generate_s"] == 2.0
+    assert metrics["load_s"] == 0.5 and metrics["generate_s"] == 2.0 and metrics["peak_memory_mb"] == 1234.5
     assert metrics["stage_s"] >= 0 and metrics["empty_predictions"] == 0
 
 
 def test_stage_with_one_candidate_writes_no_candidate_fields(stage, tmp_path, monkeypatch):
     questions = [question(0), question(1)]
     monkeypatch.setattr(stage, "predict_on_devices",
-                        lambda *args, **options: ([["SELECT 1"], ["no sql here"]], 0.1, 0.2))
+                        lambda *args, **options: Prediction([["SELECT 1"], ["no sql here"]], 0.1, 0.2, None))
     work = write_inputs(tmp_path, questions, num_candidates=1)
     pred, generations, metrics = run_main(stage, monkeypatch, work, tmp_path / "no_db")  # never opened
     assert pred == ["SELECT 1", ""]

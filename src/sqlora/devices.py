@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import SqloraError
 
@@ -140,14 +141,18 @@ def prediction_devices(num_gpus: int) -> list[str]:
     return [f"cuda:{i}" for i in range(count if num_gpus == 0 else min(num_gpus, count))]
 
 
+class Prediction(NamedTuple):
+    candidates: list[list[str]]      # per prompt, in order
+    load_s: float                    # model load, the slowest device's
+    generate_s: float                # generation, the slowest device's
+    peak_memory_mb: float | None     # the most GPU memory torch allocated on one device; None on CPU
+
+
 def predict_on_devices(model_dir: Path, base_dir: Path, quant, prompts: list[list[dict]],
                        devices: list[str], *, dequantize: bool = False, trust_remote_code: bool = False,
-                       **generation) -> tuple[list[list[str]], float, float]:
+                       **generation) -> Prediction:
     """Candidates for all prompts (see `generate_candidates`), in order, with one process per
-    device when there are several.
-
-    Returns the candidates, the model-load seconds and the generation seconds (the slowest device's).
-    """
+    device when there are several."""
     load = {"dequantize": dequantize, "trust_remote_code": trust_remote_code}
     if len(devices) == 1:
         return _predict_shard(model_dir, base_dir, quant, prompts, devices[0], load, generation)
@@ -161,14 +166,18 @@ def predict_on_devices(model_dir: Path, base_dir: Path, quant, prompts: list[lis
                    for shard, device in zip(shards, devices)]
         results = [future.result() for future in futures]
     candidates: list[list[str]] = [[] for _ in prompts]
-    for shard, (shard_candidates, _, _) in zip(shards, results):
-        for i, texts in zip(shard, shard_candidates):
+    for shard, result in zip(shards, results):
+        for i, texts in zip(shard, result.candidates):
             candidates[i] = texts
-    return candidates, max(r[1] for r in results), max(r[2] for r in results)
+    peaks = [r.peak_memory_mb for r in results if r.peak_memory_mb is not None]
+    return Prediction(candidates, max(r.load_s for r in results), max(r.generate_s for r in results),
+                      max(peaks) if peaks else None)
 
 
-def _predict_shard(model_dir, base_dir, quant, prompts, device, load, generation):
+def _predict_shard(model_dir, base_dir, quant, prompts, device, load, generation) -> Prediction:
     import time
+
+    import torch
 
     from .generation import generate_candidates
     from .modeling import load_for_inference
@@ -178,4 +187,6 @@ def _predict_shard(model_dir, base_dir, quant, prompts, device, load, generation
     model, tokenizer = load_for_inference(Path(model_dir), Path(base_dir), quant, device=device, **load)
     loaded = time.perf_counter()
     candidates = generate_candidates(model, tokenizer, prompts, **generation)
-    return candidates, loaded - started, time.perf_counter() - loaded
+    on_gpu = str(device).startswith("cuda")
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if on_gpu else None
+    return Prediction(candidates, loaded - started, time.perf_counter() - loaded, peak)
