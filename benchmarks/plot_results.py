@@ -3,7 +3,9 @@ accuracy by hardness for the base and fine-tuned models.
 
     python benchmarks/plot_results.py docs/results/h200x2-2026-11-28/default --out docs/figures
     python benchmarks/plot_results.py --sweep docs/results/h200x2-2026-11-28 --out docs/figures
-(--sweep: one bar per experiment folder, its fine-tuned strict score on all questions)
+    python benchmarks/plot_results.py --models "SmolLM2 5.5 GiB=docs/results/h200-2026-11-29-sizes/smollm2_5.5gib" ...
+(--sweep: one bar per experiment folder, its fine-tuned strict score on all questions;
+ --models: runs side by side, fine-tuned strict score by hardness and the loss curves, in models.png)
 (needs matplotlib: python -m pip install matplotlib)
 """
 
@@ -21,6 +23,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("metrics", type=Path, nargs="?", help="folder with eval.json and train_loss.csv")
     parser.add_argument("--sweep", type=Path, help="folder of experiment folders, each with eval.json")
+    parser.add_argument("--models", nargs="+", metavar="LABEL=FOLDER",
+                        help="runs to compare, each a label and a folder with eval.json and train_loss.csv")
     parser.add_argument("--out", type=Path, default=Path("docs/figures"))
     args = parser.parse_args()
     try:
@@ -30,13 +34,16 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not (args.metrics or args.sweep):
-        parser.error("give a run's metrics folder, --sweep FOLDER, or both")
+    if not (args.metrics or args.sweep or args.models):
+        parser.error("give a run's metrics folder, --sweep FOLDER or --models LABEL=FOLDER ...")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.sweep:
         plot_sweep(plt, args.sweep, args.out / "sweep.png")
     if args.metrics:
         plot_run(plt, args.metrics, args.out)
+    if args.models:
+        runs = [(label, Path(folder)) for label, _, folder in (m.partition("=") for m in args.models)]
+        plot_models(plt, runs, args.out / "models.png")
 
 
 def plot_sweep(plt, sweep: Path, out: Path) -> None:
@@ -48,6 +55,33 @@ def plot_sweep(plt, sweep: Path, out: Path) -> None:
     axes.set_xlim(0, max(score for score, _ in runs) * 1.15)
     axes.set_xlabel("fine-tuned execution accuracy (strict, all)")
     axes.set_title(f"Experiments in {sweep.name}")
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+    print(f"wrote {out}")
+
+
+def plot_models(plt, runs: list[tuple[str, Path]], out: Path) -> None:
+    figure, (bars_axes, loss_axes) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [3, 2]})
+    width = 0.8 / len(runs)
+    for n, (label, folder) in enumerate(runs):
+        scores = json.loads((folder / "eval.json").read_text())
+        values = [scores[f"finetuned_exec_{level}"] for level in LEVELS]
+        bars = bars_axes.bar([i + (n - (len(runs) - 1) / 2) * width for i in range(len(LEVELS))], values, width,
+                             label=label)
+        bars_axes.bar_label(bars, fmt="%.2f", fontsize=6)
+        with (folder / "train_loss.csv").open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        loss_axes.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], label=label)
+    bars_axes.set_xticks(range(len(LEVELS)), LEVELS)
+    bars_axes.set_ylabel("fine-tuned execution accuracy (strict)")
+    bars_axes.set_ylim(0, 1)
+    bars_axes.legend(frameon=False, fontsize=8)
+    bars_axes.set_title("Spider dev, by hardness")
+    loss_axes.set_yscale("log")
+    loss_axes.set_xlabel("step")
+    loss_axes.set_ylabel("training loss (SQL tokens)")
+    loss_axes.set_title("Loss: capped and uncapped")
+    loss_axes.legend(frameon=False, fontsize=8)
     figure.tight_layout()
     figure.savefig(out, dpi=120)
     print(f"wrote {out}")
