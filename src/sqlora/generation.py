@@ -52,10 +52,11 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_si
                 raise
             generated = None
         if generated is None:  # out of memory: retry with half, once the failed batch's tensors are gone
-            token_budget = len(batch) // 2 * tokens_each
+            half = len(batch) // 2
+            token_budget = half * tokens_each
             free_gpu_memory()
             bar.write(f"{desc}: out of GPU memory with {len(batch) * num_candidates} sequences at once; "
-                      f"going on with {len(batch) // 2 * num_candidates}, more as the prompts get shorter")
+                      f"going on with {half * num_candidates}, more as the prompts get shorter")
             continue
         for i, candidates in zip(batch, generated):
             outputs[i] = [answer_prefix + text for text in candidates]

@@ -332,8 +332,7 @@ def common_plan(plans: list[BatchPlan]) -> BatchPlan:
     """A plan that fits every process's GPU: the smallest micro-batch any process chose, with
     checkpointing if any chose it (checkpointing only lowers the memory a micro-batch takes)."""
     smallest = min(plans, key=lambda p: p.micro_batch)
-    examples = smallest.micro_batch * smallest.accumulation
-    return BatchPlan(smallest.micro_batch, examples // smallest.micro_batch, any(p.checkpointing for p in plans))
+    return dataclasses.replace(smallest, checkpointing=any(p.checkpointing for p in plans))
 
 
 def fit_micro_batch(trainer, plan: BatchPlan, sequence_length: int) -> BatchPlan:
