@@ -1,10 +1,12 @@
 """Where the load seconds of `predict` go: each way of loading the model for inference, timed
 phase by phase in a fresh Python process (imports included), as the predict stage pays them.
 
-Run after `dvc repro` (or after the stages up to training):
+Run after `dvc repro` (or after the stages up to training; without an adapter, after
+prepare-model, only the base model is timed):
     python benchmarks/bench_load.py
 Ways: the base model and base + adapter as the predict stage loads them (quantized, dequantized,
 adapter merged), and a plain 16-bit folder holding that merged model (written once, first).
+The sqlora imported is the one on PYTHONPATH, so two versions of the code can be compared.
 """
 
 from __future__ import annotations
@@ -44,12 +46,10 @@ def child(how: str, model: Path, base: Path) -> None:
         AutoTokenizer.from_pretrained(str(model))
         mark("load tokenizer")
     else:
-        import peft  # noqa: F401  (imports bitsandbytes too)
-        mark("import peft")
         from sqlora.modeling import load_for_inference
         from sqlora.params import Params
         load_for_inference(model, base, Params.read().quant, dequantize=True)
-        mark("quantize, dequantize, merge, tokenizer")
+        mark("import bitsandbytes and peft; quantize, dequantize, merge; tokenizer")
     if device != "cpu":
         torch.cuda.synchronize()
     print(json.dumps({**phases, "total": round(sum(phases.values()), 2)}))
@@ -59,6 +59,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", type=Path, default=Path("outputs/base_model"))
     parser.add_argument("--adapter", type=Path, default=Path("outputs/adapter"))
+    parser.add_argument("--no-bytecode", action="store_true",
+                        help="children find no bytecode and compile every module they import, as the first run "
+                             "after an install that wrote none (uv without compile-bytecode)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -68,15 +71,19 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        merged = Path(tmp) / "merged"
-        subprocess.run([sys.executable, str(ROOT / "stages" / "export.py"), "--adapter", str(args.adapter),
-                        "--base", str(args.base), "--out", str(merged)], check=True, capture_output=True)
-        ways = [("base, as predict loads it", "predict", args.base),
-                ("base + adapter, as predict loads it", "predict", args.adapter),
-                ("merged, plain 16-bit folder", "plain", merged)]
+        ways = [("base, as predict loads it", "predict", args.base)]
+        if args.adapter.is_dir():
+            merged = Path(tmp) / "merged"
+            subprocess.run([sys.executable, str(ROOT / "stages" / "export.py"), "--adapter", str(args.adapter),
+                            "--base", str(args.base), "--out", str(merged)], check=True, capture_output=True)
+            ways += [("base + adapter, as predict loads it", "predict", args.adapter),
+                     ("merged, plain 16-bit folder", "plain", merged)]
+        python = [sys.executable]
+        if args.no_bytecode:  # an empty bytecode folder per child, and none written back
+            python = [sys.executable, "-B", "-X", f"pycache_prefix={tmp}/nothing"]
         for way, how, model in ways * 2:  # the second round runs with the file cache warm
             started = time.perf_counter()
-            done = subprocess.run([sys.executable, __file__, "--child", how, "--model", str(model),
+            done = subprocess.run([*python, __file__, "--child", how, "--model", str(model),
                                    "--base", str(args.base)], check=True, capture_output=True, text=True)
             row = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append({**row, "way": way, "process": round(time.perf_counter() - started, 2)})

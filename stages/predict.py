@@ -50,6 +50,7 @@ def main() -> None:
         questions = [json.loads(line) for line in f if line.strip()]
 
     devices = prediction_devices(predict.num_gpus)
+    before_load = time.perf_counter() - STARTED
     run = predict_on_devices(
         args.model, args.base, quant, [q["prompt"] for q in questions], devices,
         dequantize=predict.dequantize, trust_remote_code=trust_remote_code,
@@ -73,7 +74,9 @@ def main() -> None:
         (new / "pred.sql").write_text("".join(sql + "\n" for sql in sqls), encoding="utf-8")
         (new / "generations.jsonl").write_text("".join(records), encoding="utf-8")
         replace_dir(new, args.out)
-    stats = {"questions": len(questions), "devices": len(devices), "load_s": round(run.load_s, 2),
+    stats = {"questions": len(questions), "devices": len(devices),
+             "ready_s": round(before_load + run.load_s, 2),  # from the stage's start to its first generated batch
+             "load_s": round(run.load_s, 2),
              "generate_s": round(run.generate_s, 2),
              "questions_per_s": round(len(questions) / max(run.generate_s, 1e-9), 2),
              "peak_memory_mb": None if run.peak_memory_mb is None else round(run.peak_memory_mb, 1),

@@ -11,6 +11,8 @@ os.environ.setdefault("SQLORA_PROGRESS", "0")
 import json  # noqa: E402
 import math  # noqa: E402
 import re  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -398,3 +400,17 @@ def test_train_stage_on_a_broken_base_folder_is_one_error_line(broken, tiny_mode
     assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
     assert re.search(expected, errors[0]), errors[0]
     assert not (tmp_path / "adapter").exists() and not (tmp_path / "m.json").exists()
+
+
+def test_bitsandbytes_is_imported_without_the_torch_compiler():
+    """bitsandbytes wraps fallback kernels in torch.compile at import; those compile on first call
+    now, so a stage does not import torch's compiler stack (1.5 s on CPU) for kernels it never runs."""
+    code = ("import sys, torch; original = torch.compile\n"
+            "from sqlora.modeling import import_bitsandbytes\n"
+            "import_bitsandbytes()\n"
+            "assert 'bitsandbytes' in sys.modules\n"
+            "assert torch.compile is original, 'torch.compile was not restored'\n"
+            "assert 'torch._inductor.compile_fx' not in sys.modules, 'the compiler was imported'\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

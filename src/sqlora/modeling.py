@@ -200,6 +200,46 @@ def compute_dtype(name: str):
     return torch.float32
 
 
+def import_bitsandbytes() -> None:
+    """Import bitsandbytes (if installed) with its import-time `torch.compile` calls deferred.
+
+    bitsandbytes wraps a few fallback kernels in `torch.compile` when imported, which imports
+    torch's whole compiler stack (inductor, functorch, networkx: about 1.5 s of a predict
+    stage's load on a 2-core CPU), although prediction calls none of them, on a GPU or on the
+    CPU. Each is compiled on its first call instead; bitsandbytes already falls back to the
+    plain function where compiling fails.
+    """
+    import sys
+
+    if "bitsandbytes" in sys.modules or importlib.util.find_spec("bitsandbytes") is None:
+        return
+    import functools
+
+    import torch
+
+    compile_now = torch.compile
+
+    def compile_later(model=None, **options):
+        if model is None:
+            return lambda fn: compile_later(fn, **options)
+        compiled = None
+
+        @functools.wraps(model)
+        def call(*args, **kwargs):
+            nonlocal compiled
+            if compiled is None:
+                compiled = compile_now(model, **options)
+            return compiled(*args, **kwargs)
+
+        return call
+
+    torch.compile = compile_later
+    try:
+        import bitsandbytes  # noqa: F401
+    finally:
+        torch.compile = compile_now
+
+
 def load_quantized_model(model_dir: str | Path, quant: QuantParams, *, trust_remote_code: bool = False,
                          for_training: bool = False, device: str | None = None):
     """Load the 16-bit base folder as 4-bit, 8-bit (bitsandbytes) or 16-bit weights."""
@@ -208,6 +248,8 @@ def load_quantized_model(model_dir: str | Path, quant: QuantParams, *, trust_rem
     quiet_library_bars()
     dtype = compute_dtype(quant.bnb_4bit_compute_dtype)
     bits = quant.bits
+    if bits in (4, 8):
+        import_bitsandbytes()
     kwargs: dict = {"dtype": dtype, "trust_remote_code": trust_remote_code}
     if bits == 4:
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -237,11 +279,12 @@ def load_dequantized_model(model_dir: str | Path, quant: QuantParams, *, trust_r
     16-bit weights would not (it never saw them), and merging into 4-bit weights re-rounds them.
     """
     import torch
-    from peft.utils.integrations import dequantize_module_weight
 
     model = load_quantized_model(model_dir, quant, trust_remote_code=trust_remote_code, device=device)
     if quant.bits == 16:
         return model
+    from peft.utils.integrations import dequantize_module_weight
+
     dtype = compute_dtype(quant.bnb_4bit_compute_dtype)
     quantized = [(name, module) for name, module in model.named_modules()
                  if type(module).__name__ in ("Linear4bit", "Linear8bitLt")]
@@ -336,8 +379,6 @@ def load_for_inference(model_dir: Path, base_dir: Path, quant: QuantParams, *, d
     adapter merged in (see `load_dequantized_model`): the same model without bitsandbytes' kernels
     or PEFT's extra matmuls at every step, so generation is faster.
     """
-    from peft import PeftModel
-
     model_dir, base_dir = Path(model_dir), Path(base_dir)
     load = {"trust_remote_code": trust_remote_code, "device": device}
     if not is_adapter(model_dir):
@@ -347,6 +388,9 @@ def load_for_inference(model_dir: Path, base_dir: Path, quant: QuantParams, *, d
         model = merged_model(model_dir, base_dir, quant, **load)
         tokenizer = load_tokenizer(tokenizer_dir(model_dir, base_dir), trust_remote_code)
     else:
+        import_bitsandbytes()  # peft imports it
+        from peft import PeftModel
+
         base = load_quantized_model(base_dir, quant, **load)
         model = PeftModel.from_pretrained(base, str(model_dir))
         tokenizer = load_tokenizer(tokenizer_dir(model_dir, base_dir), trust_remote_code)
@@ -363,7 +407,8 @@ def tokenizer_dir(adapter_dir: Path, base_dir: Path) -> Path:
 def merged_model(adapter_dir: Path, base_dir: Path, quant: QuantParams, *, trust_remote_code: bool = False,
                  device: str | None = None):
     """Base + adapter as one plain transformers model (no PEFT, no bitsandbytes)."""
+    base = load_dequantized_model(base_dir, quant, trust_remote_code=trust_remote_code, device=device)
+    import_bitsandbytes()  # peft imports it
     from peft import PeftModel
 
-    base = load_dequantized_model(base_dir, quant, trust_remote_code=trust_remote_code, device=device)
     return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
