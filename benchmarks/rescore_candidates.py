@@ -1,7 +1,8 @@
 """Score a prediction run's beam candidates several ways: the beam's best alone, the candidate the
-run kept, the candidate the predict stage would keep now (execution-guided choice,
-`sqlexec.choose_candidates`), the same choice among only the first k candidates (what fewer
-candidates might give), a vote over the candidates' results, and the ceiling (a question counts when any candidate is right).
+run kept, the candidate the predict stage would keep now (execution-guided choice with columns
+repaired, `sqlexec.choose_sql`), the same without repairing, the same choice among only the
+first k candidates (what fewer candidates might give), a vote over the candidates' results, and
+the ceiling (a question counts when any candidate is right).
 It reads generations.jsonl from a run with predict.num_candidates > 1; no model, no GPU.
 
     python benchmarks/rescore_candidates.py outputs/predictions/finetuned/generations.jsonl
@@ -19,7 +20,7 @@ from pathlib import Path
 from sqlora.evaluate import ALL_LEVELS as HARDNESS
 from sqlora.evaluate import ORDER_BY, evaluate, score
 from sqlora.prompts import extract_sql
-from sqlora.sqlexec import choose_candidates
+from sqlora.sqlexec import choose_candidates, choose_sql
 
 
 def choose(records: list[dict], candidates: list[list[str]], db_dir: Path, rule=None) -> list[int]:
@@ -44,8 +45,7 @@ def vote(sqls: list[str], database) -> int:
 
 def first_k(records: list[dict], candidates: list[list[str]], k: int, db_dir: Path) -> list[str]:
     """The SQL the current rule keeps when it sees only each question's first k candidates."""
-    shorter = [c[:k] for c in candidates]
-    return [extract_sql(c[i]) for c, i in zip(shorter, choose(records, shorter, db_dir))]
+    return [choice.sql for choice in choose_sql(records, [c[:k] for c in candidates], db_dir, extract=extract_sql)]
 
 
 def ceiling(gold: Path, candidates: list[list[str]], db_dir: Path) -> dict:
@@ -74,7 +74,9 @@ def main() -> None:
     rules = {
         "beam's best": [extract_sql(c[0]) for c in candidates],
         "kept by the run": [r["sql"] for r in records],
-        "kept by the current code": [extract_sql(c[i]) for c, i in zip(candidates, chosen)],
+        "kept by the current code": [choice.sql for choice in choose_sql(records, candidates, args.db,
+                                                                          extract=extract_sql)],
+        "kept by the current code, no column repair": [extract_sql(c[i]) for c, i in zip(candidates, chosen)],
         **{f"kept by the current code, first {k} only": first_k(records, candidates, k, args.db)
            for k in range(2, max(map(len, candidates)))},
         "vote over results": [extract_sql(c[i]) for c, i in zip(candidates, choose(records, candidates, args.db, rule=vote))],

@@ -1,7 +1,9 @@
 """predict: one SQL per dev question, in gold order, from the base model or base + adapter.
 
 With predict.num_candidates > 1 the model offers that many answers (beam search) and the first
-that runs without error on the question's database is kept (execution-guided decoding)."""
+that runs without error on the question's database is kept (execution-guided decoding). With
+predict.repair_columns, where none runs and returns rows, a column taken from the wrong table of
+a join is pointed at the one table that has it (sqlexec.fix_column_owners)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from sqlora.devices import cap_gpu_memory, describe_device, predict_on_devices, 
 from sqlora.files import replace_dir, staging_area, write_text_atomic
 from sqlora.params import Params
 from sqlora.prompts import extract_sql
-from sqlora.sqlexec import choose_candidates
+from sqlora.sqlexec import choose_sql
 
 
 def main() -> None:
@@ -58,15 +60,17 @@ def main() -> None:
         answer_prefix=predict.answer_prefix, num_candidates=predict.num_candidates,
         desc=f"predict {args.out.name}")
     candidates = run.candidates
-    chosen = choose_candidates(questions, candidates, args.db, extract=extract_sql)
+    chosen = choose_sql(questions, candidates, args.db, extract=extract_sql, repair=predict.repair_columns)
 
-    sqls = [extract_sql(texts[pick]) for texts, pick in zip(candidates, chosen)]
+    sqls = [choice.sql for choice in chosen]
     records = []
-    for q, texts, pick, sql in zip(questions, candidates, chosen, sqls):
+    for q, texts, choice in zip(questions, candidates, chosen):
         record = {"index": q["index"], "db_id": q["db_id"], "question": q["question"],
-                  "generation": texts[pick], "sql": sql}
+                  "generation": texts[choice.index], "sql": choice.sql}
         if len(texts) > 1:
-            record.update(candidate=pick, candidates=texts)
+            record.update(candidate=choice.index, candidates=texts)
+        if choice.repaired:
+            record["repaired"] = True
         records.append(json.dumps(record, ensure_ascii=False) + "\n")
     with staging_area(args.out) as staging:  # the previous predictions stay until these are complete
         new = staging / args.out.name
@@ -81,7 +85,8 @@ def main() -> None:
              "questions_per_s": round(len(questions) / max(run.generate_s, 1e-9), 2),
              "peak_memory_mb": None if run.peak_memory_mb is None else round(run.peak_memory_mb, 1),
              "empty_predictions": sum(1 for s in sqls if not s),
-             "not_first_candidate": sum(1 for pick in chosen if pick),
+             "not_first_candidate": sum(1 for choice in chosen if choice.index),
+             "repaired": sum(1 for choice in chosen if choice.repaired),
              "stage_s": round(time.perf_counter() - STARTED, 2)}
     if args.metrics:
         write_text_atomic(args.metrics, json.dumps(stats, indent=2) + "\n")

@@ -20,7 +20,7 @@ TRAIN = {"epochs": 1, "max_steps": 6, "batch_size": 2, "gradient_accumulation_st
          "gradient_checkpointing": False, "group_by_length": True, "check_generations": False,
          "seed": 0, "logging_steps": 1, "save_steps": 2}
 PREDICT = {"batch_size": 8, "max_new_tokens": 160, "dequantize": True, "num_candidates": 1,
-           "answer_prefix": "SELECT", "num_gpus": 0}
+           "answer_prefix": "SELECT", "num_gpus": 0, "repair_columns": True}
 EVAL = {"timeout": 5.0, "keep_distinct": False, "workers": 0}
 DATA = {"source": "spider.zip", "sha256": "", "schema_format": "compact", "value_hints": True,
         "train_limit": 0, "dev_limit": 0}
@@ -68,6 +68,7 @@ PREDICT_BAD = [(PredictParams, PREDICT, *case) for case in [
     ("answer_prefix", 3, ["predict.answer_prefix", "string"]),
     ("answer_prefix", None, ["predict.answer_prefix", "string"]),
     ("num_gpus", -1, ["predict.num_gpus", "integer >= 0"]),
+    ("repair_columns", "yes", ["predict.repair_columns", "true, false"]),
 ]]
 
 

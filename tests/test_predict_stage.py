@@ -64,7 +64,7 @@ def test_the_stage_chooses_with_sqlexec_and_does_not_import_the_evaluator():
             f"spec = importlib.util.spec_from_file_location('stage', {str(ROOT / 'stages' / 'predict.py')!r}); "
             "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module); "
             "print(sorted(name for name in sys.modules if name.startswith('sqlora.'))); "
-            "print(hasattr(module, 'choose'), module.choose_candidates.__module__)")
+            "print(hasattr(module, 'choose'), module.choose_sql.__module__)")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -207,6 +207,23 @@ def test_stage_with_one_candidate_writes_no_candidate_fields(stage, tmp_path, mo
     assert pred == ["SELECT 1", ""]
     assert all("candidate" not in g and "candidates" not in g for g in generations)
     assert metrics["not_first_candidate"] == 0 and metrics["empty_predictions"] == 1
+
+
+@pytest.mark.parametrize("repair", [True, False])
+def test_stage_repairs_a_column_taken_from_the_wrong_table(stage, db_dir, tmp_path, monkeypatch, repair):
+    make_database(db_dir / "shows" / "shows.sqlite",
+                  "CREATE TABLE stadium (stadium_id INTEGER, name TEXT); CREATE TABLE concert (stadium_id INTEGER);"
+                  "INSERT INTO stadium VALUES (1, 'Hampden'); INSERT INTO concert VALUES (1);")
+    wrong = "SELECT T1.name FROM concert AS T1 JOIN stadium AS T2 ON T1.stadium_id = T2.stadium_id"
+    monkeypatch.setattr(stage, "predict_on_devices",
+                        lambda *args, **options: Prediction([[wrong], ["SELECT 1"]], 0.1, 0.2, None))
+    work = write_inputs(tmp_path, [question(0, "shows"), question(1)], num_candidates=1, repair_columns=repair)
+    pred, generations, metrics = run_main(stage, monkeypatch, work, db_dir)
+    expected = wrong.replace("T1.name", "T2.name") if repair else wrong
+    assert pred == [expected, "SELECT 1"]
+    assert generations[0]["generation"] == wrong and generations[0]["sql"] == expected
+    assert generations[0].get("repaired", False) is repair and "repaired" not in generations[1]
+    assert metrics["repaired"] == int(repair)
 
 
 def test_stage_with_beam_search_on_a_tiny_model(stage, db_dir, tmp_path, monkeypatch):

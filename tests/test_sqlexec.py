@@ -411,3 +411,90 @@ def test_the_guard_does_not_import_the_metric():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['sqlora.sqlexec', 'sqlora.sqltokens']"
+
+
+# ---------------------------------------------------------------- repairing a column taken from the wrong table
+
+JOINED = """
+CREATE TABLE stadium (stadium_id INTEGER, name TEXT, Capacity INTEGER);
+CREATE TABLE concert (concert_id INTEGER, stadium_id INTEGER, year INTEGER);
+CREATE TABLE arena (arena_id INTEGER, capacity INTEGER);
+INSERT INTO stadium VALUES (1, 'Hampden', 52000), (2, 'Glebe', 4000);
+INSERT INTO concert VALUES (10, 1, 2014), (11, 2, 2015);
+INSERT INTO arena VALUES (5, 900);
+"""
+ON = "ON T1.stadium_id = T2.stadium_id"
+
+
+@pytest.fixture
+def joined(tmp_path):
+    path = make_database(tmp_path / "joined.sqlite", JOINED)
+    before = folder_digest(tmp_path)
+    with ReadOnlyDatabase(path) as database:
+        yield database
+    assert folder_digest(tmp_path) == before
+
+
+def repaired(sql, database):
+    return sqlexec.fix_column_owners(sql, database.run(sql), database)
+
+
+def test_columns_of_a_table(joined):
+    assert joined.columns("stadium") == {"stadium_id", "name", "capacity"}
+    assert joined.columns("STADIUM") == {"stadium_id", "name", "capacity"}
+    assert joined.columns("nowhere") == frozenset()
+    assert joined.columns('x"; DROP TABLE stadium; --') == frozenset()
+
+
+@pytest.mark.parametrize("sql, fixed", [
+    (f"SELECT T2.name FROM concert AS T1 JOIN stadium AS T2 {ON} ORDER BY T1.capacity DESC LIMIT 1",
+     f"SELECT T2.name FROM concert AS T1 JOIN stadium AS T2 {ON} ORDER BY T2.capacity DESC LIMIT 1"),
+    # two columns from the wrong table, fixed one after the other; the alias's spelling is kept
+    (f"SELECT t1.name , T1.Capacity FROM concert AS T1 JOIN stadium AS T2 {ON}",
+     f"SELECT T2.name , T2.Capacity FROM concert AS T1 JOIN stadium AS T2 {ON}"),
+    # an alias without AS, and a table named by itself
+    (f"SELECT T1.name FROM concert T1 JOIN stadium T2 {ON}", f"SELECT T2.name FROM concert T1 JOIN stadium T2 {ON}"),
+    ("SELECT concert.name FROM concert JOIN stadium ON concert.stadium_id = stadium.stadium_id",
+     "SELECT stadium.name FROM concert JOIN stadium ON concert.stadium_id = stadium.stadium_id"),
+])
+def test_a_column_is_taken_from_the_one_table_that_has_it(joined, sql, fixed):
+    assert repaired(sql, joined) == fixed
+
+
+@pytest.mark.parametrize("sql", [
+    f"SELECT T1.nope FROM concert AS T1 JOIN stadium AS T2 {ON}",                   # no table has it
+    f"SELECT T1.capacity FROM concert AS T1 JOIN stadium AS T2 {ON} JOIN arena AS T3 ON T3.arena_id = T1.concert_id",
+    # T1 stands for two tables: which one was meant cannot be told
+    f"SELECT T1.name FROM concert AS T1 JOIN stadium AS T2 {ON} WHERE T1.year IN (SELECT T1.year FROM concert AS T1)"
+    " AND T1.capacity > 0 UNION SELECT name FROM arena AS T1",
+    f"SELECT T2.name FROM concert AS T1 JOIN stadium AS T2 {ON} WHERE T1.name = 'nobody'",  # fixed, but no rows
+    "SELECT name FROM concert",                                                    # not qualified
+    f"SELECT T2.name FROM concert AS T1 JOIN stadium AS T2 {ON}",                   # runs as it is
+    "SELECT T1.name FROM",                                                         # syntax error
+])
+def test_nothing_is_guessed(joined, sql):
+    assert repaired(sql, joined) is None
+
+
+def test_choose_runnable_repairs_only_where_no_candidate_returns_rows(joined):
+    fixable = f"SELECT T2.name FROM concert AS T1 JOIN stadium AS T2 {ON} ORDER BY T1.capacity DESC LIMIT 1"
+    good, empty = "SELECT name FROM stadium", "SELECT name FROM stadium WHERE 0"
+    assert sqlexec.choose_runnable([fixable, good], joined) == (1, good, False)
+    assert sqlexec.choose_runnable([empty, fixable], joined) == (1, fixable.replace("T1.capacity", "T2.capacity"), True)
+    assert sqlexec.choose_runnable([empty, fixable], joined, repair=False) == (0, empty, False)
+    assert sqlexec.choose_runnable(["SELECT nope FROM stadium"], joined) == (0, "SELECT nope FROM stadium", False)
+    assert sqlexec.choose_runnable([], joined) == (0, "", False)
+
+
+def test_choose_sql_repairs_single_candidates_too(tmp_path):
+    make_database(tmp_path / "db" / "shows" / "shows.sqlite", JOINED)
+    before = folder_digest(tmp_path / "db")
+    broken = f"SELECT T1.name FROM concert AS T1 JOIN stadium AS T2 {ON}"
+    questions = [{"db_id": "shows"}, {"db_id": "ghost"}, {"db_id": "shows"}]
+    candidates = [[f"```sql\n{broken}\n```"], [broken], ["SELECT nope FROM stadium", "SELECT 1"]]
+    unwrap = lambda text: text.strip("`\nsql")  # noqa: E731
+    chosen = sqlexec.choose_sql(questions, candidates, tmp_path / "db", extract=unwrap)
+    assert chosen == [(0, broken.replace("T1.name", "T2.name"), True), (0, broken, False), (1, "SELECT 1", False)]
+    plain = sqlexec.choose_sql(questions, candidates, tmp_path / "db", extract=unwrap, repair=False)
+    assert [c.sql for c in plain] == [broken, broken, "SELECT 1"]
+    assert folder_digest(tmp_path / "db") == before

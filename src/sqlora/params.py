@@ -149,6 +149,7 @@ class PredictParams:
     num_candidates: int
     num_gpus: int                # 0 = all visible
     answer_prefix: str
+    repair_columns: bool         # point a column taken from the wrong table of a join at the right one
 
     @classmethod
     def read(cls, s: dict) -> PredictParams:
@@ -161,7 +162,8 @@ class PredictParams:
                    dequantize=boolean(s, "dequantize", "predict"),
                    num_candidates=number(s, "num_candidates", "predict", minimum=1, integer=True),
                    num_gpus=number(s, "num_gpus", "predict", minimum=0, integer=True),
-                   answer_prefix=prefix)
+                   answer_prefix=prefix,
+                   repair_columns=boolean(s, "repair_columns", "predict"))
 
 
 @dataclass(frozen=True)

@@ -35,12 +35,14 @@ and the execution-guided choice among a model's candidates (``first_runnable``,
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import NamedTuple
 
 from .sqltokens import significant, tokenize
 
@@ -139,6 +141,7 @@ class ReadOnlyDatabase:
         self._timed_out = False
         self._denied: str | None = None
         self.plain_open = False  # True when a network path had to be opened by name
+        self._columns: dict[str, frozenset[str]] = {}
         self._connection = self._open()
         # like the reference evaluator: text that is not valid UTF-8 loses the bad bytes
         self._connection.text_factory = lambda data: data.decode("utf-8", errors="ignore")
@@ -174,6 +177,20 @@ class ReadOnlyDatabase:
 
     def close(self) -> None:
         self._connection.close()
+
+    def columns(self, table: str) -> frozenset[str]:
+        """The lower-cased column names of a table (none for a name that is no table here)."""
+        if table not in self._columns:
+            names: frozenset[str] = frozenset()
+            if re.fullmatch(r"\w+", table):
+                try:
+                    cursor = self._connection.execute(f'SELECT * FROM "{table}" LIMIT 0')
+                    names = frozenset(d[0].lower() for d in cursor.description or ())
+                    cursor.close()
+                except sqlite3.Error:
+                    pass
+            self._columns[table] = names
+        return self._columns[table]
 
     def __enter__(self) -> ReadOnlyDatabase:
         return self
@@ -302,17 +319,94 @@ def _shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class Choice(NamedTuple):
+    index: int       # the candidate kept
+    sql: str         # its SQL, with its columns repaired where that made it return rows
+    repaired: bool
+
+
 def first_runnable(sqls: list[str], database: ReadOnlyDatabase, timeout: float = 2.0) -> int:
     """Execution-guided choice among a model's candidates, best first: the index of the first that
     runs without error and returns rows, else of the first that runs, else 0 (the model's best)."""
-    runs = []
+    return choose_runnable(sqls, database, timeout, repair=False).index
+
+
+def choose_runnable(sqls: list[str], database: ReadOnlyDatabase, timeout: float = 2.0, *,
+                    repair: bool = True) -> Choice:
+    """As `first_runnable`; with `repair`, where no candidate runs and returns rows, the first
+    that does once its misattributed columns are fixed (`fix_column_owners`) comes next."""
+    outcomes = []
     for i, sql in enumerate(sqls):
         outcome = database.run(sql, timeout=timeout)  # an empty answer is refused before SQLite sees it
         if outcome.ok and outcome.rows:
-            return i
+            return Choice(i, sql, False)
+        outcomes.append(outcome)
+    if repair:
+        for i, (sql, outcome) in enumerate(zip(sqls, outcomes)):
+            fixed = fix_column_owners(sql, outcome, database, timeout)
+            if fixed is not None:
+                return Choice(i, fixed, True)
+    index = next((i for i, outcome in enumerate(outcomes) if outcome.ok), 0)
+    return Choice(index, sqls[index] if sqls else "", False)
+
+
+_NO_SUCH_QUALIFIED_COLUMN = re.compile(r"no such column: (\w+)\.(\w+)", re.IGNORECASE)
+_CLAUSE_WORDS = ("on|where|join|group|order|limit|inner|left|right|full|outer|natural|cross|union|"
+                 "except|intersect|having|using")
+# a table in FROM or JOIN, and its alias if it has one
+_TABLE_REFERENCE = re.compile(rf"""\b(?:from|join)\s+[`"\[]?(\w+)[`"\]]?"""
+                              rf"(?:\s+(?:as\s+)?(?!(?:{_CLAUSE_WORDS})\b)(\w+))?", re.IGNORECASE)
+
+
+def fix_column_owners(sql: str, outcome: Outcome, database: ReadOnlyDatabase, timeout: float = 2.0,
+                      attempts: int = 3) -> str | None:
+    """sql with each `T1.column` that SQLite reports missing pointed at the one other table of
+    the query that has that column, if the result runs and returns rows; else None.
+
+    Small models join the right tables and then take a column from the wrong one
+    (`... FROM concert AS T1 JOIN stadium AS T2 ... ORDER BY T1.capacity`). Nothing is guessed:
+    the fix is made only where exactly one table of the query has the column, and the alias
+    itself stands for one table.
+    """
+    for _ in range(attempts):
+        match = _NO_SUCH_QUALIFIED_COLUMN.search(outcome.error or "")
+        if match is None:
+            return None
+        alias, column = match.groups()
+        tables: dict[str, set[str]] = {}  # alias (or table name) as written: the tables it stands for
+        for table, name in _TABLE_REFERENCE.findall(sql):
+            tables.setdefault(name or table, set()).add(table.lower())
+        if sum(len(names) for name, names in tables.items() if name.lower() == alias.lower()) != 1:
+            return None
+        owners = [name for name, names in tables.items()
+                  if len(names) == 1 and column.lower() in database.columns(next(iter(names)))]
+        if len(owners) != 1 or owners[0].lower() == alias.lower():
+            return None
+        owner = owners[0]
+        sql = re.sub(rf"\b{re.escape(alias)}\.{re.escape(column)}\b", f"{owner}.{column}", sql,
+                     flags=re.IGNORECASE)
+        outcome = database.run(sql, timeout=timeout)
         if outcome.ok:
-            runs.append(i)
-    return runs[0] if runs else 0
+            return sql if outcome.rows else None
+    return None
+
+
+def choose_sql(questions: Sequence[dict], candidates: Sequence[Sequence[str]], db_dir: str | Path, *,
+               extract: Callable[[str], str] | None = None, repair: bool = True,
+               timeout: float = 2.0) -> list[Choice]:
+    """What the predict stage keeps for each question (a dict with "db_id"): `choose_runnable`
+    on the question's main database, for a single candidate too (it may need repairing). A
+    question whose database is missing keeps its first candidate as it is."""
+    chosen = []
+    with DatabaseCache() as databases:
+        for question, texts in zip(questions, candidates):
+            files = database_files(db_dir, question["db_id"])
+            sqls = [extract(text) for text in texts] if extract is not None else list(texts)
+            if not files:
+                chosen.append(Choice(0, sqls[0] if sqls else "", False))
+                continue
+            chosen.append(choose_runnable(sqls, databases.get(files[0]), timeout, repair=repair))
+    return chosen
 
 
 def choose_candidates(
