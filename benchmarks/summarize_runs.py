@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 COLUMNS = ["run", "overrides", "status", "examples", "steps", "train_s", "tok_per_s", "peak_mb",
-           "final_loss", "predict_ft_s", "predict_base_s", "base_all", "ft_easy", "ft_medium", "ft_hard",
-           "ft_extra", "ft_all", "ft_plug_all"]
+           "final_loss", "predict_ft_s", "ft_ready_s", "ft_repaired", "predict_base_s", "base_all", "ft_easy",
+           "ft_medium", "ft_hard", "ft_extra", "ft_all", "ft_plug_all"]
 
 
 def read(path: Path) -> dict:
@@ -33,7 +33,8 @@ def row(folder: Path) -> dict:
         "examples": train.get("examples", ""), "steps": train.get("steps", ""),
         "train_s": train.get("runtime_s", ""), "tok_per_s": train.get("tokens_per_s", ""),
         "peak_mb": train.get("peak_memory_mb", ""), "final_loss": train.get("final_loss", ""),
-        "predict_ft_s": stage_s(finetuned), "predict_base_s": stage_s(base),
+        "predict_ft_s": stage_s(finetuned), "ft_ready_s": finetuned.get("ready_s", ""),
+        "ft_repaired": finetuned.get("repaired", ""), "predict_base_s": stage_s(base),
         "base_all": evaluation.get("base_exec_all", ""),
         **{f"ft_{h}": evaluation.get(f"finetuned_exec_{h}", "") for h in ("easy", "medium", "hard", "extra", "all")},
         "ft_plug_all": evaluation.get("finetuned_plug_all", ""),
