@@ -3,7 +3,7 @@ run kept, the candidate the predict stage would keep now (execution-guided choic
 repaired, `sqlexec.choose_sql`), the same without repairing, the same choice among only the
 first k candidates (what fewer candidates might give), a vote over the candidates' results, and
 the ceiling (a question counts when any candidate is right).
-It reads generations.jsonl from a run with predict.num_candidates > 1; no model, no GPU.
+It reads a predict stage's generations.jsonl (greedy runs too, as one candidate each); no model, no GPU.
 
     python benchmarks/rescore_candidates.py outputs/predictions/finetuned/generations.jsonl
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -67,9 +66,7 @@ def main() -> None:
     args = parser.parse_args()
 
     records = [json.loads(line) for line in args.generations.open(encoding="utf-8") if line.strip()]
-    if not all("candidates" in r for r in records):
-        sys.exit(f"{args.generations}: no candidates (a run with predict.num_candidates > 1 writes them)")
-    candidates = [r["candidates"] for r in records]
+    candidates = [r.get("candidates", [r["generation"]]) for r in records]  # one candidate: greedy
     chosen = choose(records, candidates, args.db)
     rules = {
         "beam's best": [extract_sql(c[0]) for c in candidates],
