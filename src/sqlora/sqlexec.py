@@ -30,7 +30,8 @@ but the read-only open still in place (``is_network_path``).
 
 Also here: ``DatabaseCache`` (connections by file), ``database_files`` (a question's databases)
 and the execution-guided choice among a model's candidates (``first_runnable``,
-``choose_candidates``), which the predict stage uses without the evaluator.
+``choose_candidates``; ``choose_sql`` with columns repaired by ``fix_column_owners``), which the
+predict stage uses without the evaluator.
 """
 
 from __future__ import annotations
@@ -368,14 +369,14 @@ def fix_column_owners(sql: str, outcome: Outcome, database: ReadOnlyDatabase, ti
     the fix is made only where exactly one table of the query has the column, and the alias
     itself stands for one table.
     """
+    tables: dict[str, set[str]] = {}  # alias (or table name) as written: the tables it stands for
+    for table, name in _TABLE_REFERENCE.findall(sql):  # the fixes below rewrite columns, not these
+        tables.setdefault(name or table, set()).add(table.lower())
     for _ in range(attempts):
         match = _NO_SUCH_QUALIFIED_COLUMN.search(outcome.error or "")
         if match is None:
             return None
         alias, column = match.groups()
-        tables: dict[str, set[str]] = {}  # alias (or table name) as written: the tables it stands for
-        for table, name in _TABLE_REFERENCE.findall(sql):
-            tables.setdefault(name or table, set()).add(table.lower())
         if sum(len(names) for name, names in tables.items() if name.lower() == alias.lower()) != 1:
             return None
         owners = [name for name, names in tables.items()
@@ -397,16 +398,12 @@ def choose_sql(questions: Sequence[dict], candidates: Sequence[Sequence[str]], d
     """What the predict stage keeps for each question (a dict with "db_id"): `choose_runnable`
     on the question's main database, for a single candidate too (it may need repairing). A
     question whose database is missing keeps its first candidate as it is."""
-    chosen = []
-    with DatabaseCache() as databases:
-        for question, texts in zip(questions, candidates):
-            files = database_files(db_dir, question["db_id"])
-            sqls = [extract(text) for text in texts] if extract is not None else list(texts)
-            if not files:
-                chosen.append(Choice(0, sqls[0] if sqls else "", False))
-                continue
-            chosen.append(choose_runnable(sqls, databases.get(files[0]), timeout, repair=repair))
-    return chosen
+    def choose(sqls, database):
+        if database is None:
+            return Choice(0, sqls[0] if sqls else "", False)
+        return choose_runnable(sqls, database, timeout, repair=repair)
+
+    return _on_main_databases(questions, candidates, db_dir, extract, choose)
 
 
 def choose_candidates(
@@ -427,12 +424,19 @@ def choose_candidates(
     """
     if all(len(texts) <= 1 for texts in candidates):
         return [0] * len(questions)
+    return _on_main_databases(questions, candidates, db_dir, extract,
+                              lambda sqls, database: 0 if database is None else rule(sqls, database))
+
+
+def _on_main_databases(questions, candidates, db_dir, extract, choose) -> list:
+    """choose(sqls, database) for each question: its candidates as SQL, and its main database
+    (None where the file is missing)."""
     chosen = []
     with DatabaseCache() as databases:
         for question, texts in zip(questions, candidates):
             files = database_files(db_dir, question["db_id"])
             sqls = [extract(text) for text in texts] if extract is not None else list(texts)
-            chosen.append(rule(sqls, databases.get(files[0])) if files else 0)
+            chosen.append(choose(sqls, databases.get(files[0]) if files else None))
     return chosen
 
 
