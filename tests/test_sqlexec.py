@@ -471,6 +471,9 @@ def test_a_column_is_taken_from_the_one_table_that_has_it(joined, sql, fixed):
     "SELECT name FROM concert",                                                    # not qualified
     f"SELECT T2.name FROM concert AS T1 JOIN stadium AS T2 {ON}",                   # runs as it is
     "SELECT T1.name FROM",                                                         # syntax error
+    # a wrong join key: pointing T1.capacity at T2 would join every row with every row
+    "SELECT T2.name FROM concert AS T1 JOIN stadium AS T2 ON T2.Capacity = T1.capacity",
+    "SELECT T2.name FROM concert AS T1 JOIN stadium AS T2 ON T1.capacity = T2.capacity",
 ])
 def test_nothing_is_guessed(joined, sql):
     assert repaired(sql, joined) is None
@@ -484,6 +487,16 @@ def test_choose_runnable_repairs_only_where_no_candidate_returns_rows(joined):
     assert sqlexec.choose_runnable([empty, fixable], joined, repair=False) == (0, empty, False)
     assert sqlexec.choose_runnable(["SELECT nope FROM stadium"], joined) == (0, "SELECT nope FROM stadium", False)
     assert sqlexec.choose_runnable([], joined) == (0, "", False)
+
+
+def test_choose_runnable_runs_a_repeated_query_once(joined, monkeypatch):
+    ran = []
+    run = joined.run
+    monkeypatch.setattr(joined, "run", lambda sql, **options: ran.append(sql) or run(sql, **options))
+    broken = f"SELECT T2.name FROM concert AS T1 JOIN stadium AS T2 {ON} WHERE T1.capacity > 9999999"
+    assert sqlexec.choose_runnable([broken, broken, broken], joined) == (0, broken, False)
+    fixed = broken.replace("T1.capacity", "T2.capacity")
+    assert ran == [broken, fixed]  # the same repair is not tried again either
 
 
 def test_choose_sql_repairs_single_candidates_too(tmp_path):

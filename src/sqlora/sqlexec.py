@@ -336,15 +336,22 @@ def choose_runnable(sqls: list[str], database: ReadOnlyDatabase, timeout: float 
                     repair: bool = True) -> Choice:
     """As `first_runnable`; with `repair`, where no candidate runs and returns rows, the first
     that does once its misattributed columns are fixed (`fix_column_owners`) comes next."""
+    runs: dict[str, Outcome] = {}  # beams often repeat a query, and repairs often meet
+
+    def run(sql: str) -> Outcome:
+        if sql not in runs:
+            runs[sql] = database.run(sql, timeout=timeout)  # an empty answer is refused before SQLite sees it
+        return runs[sql]
+
     outcomes = []
     for i, sql in enumerate(sqls):
-        outcome = database.run(sql, timeout=timeout)  # an empty answer is refused before SQLite sees it
+        outcome = run(sql)
         if outcome.ok and outcome.rows:
             return Choice(i, sql, False)
         outcomes.append(outcome)
     if repair:
         for i, (sql, outcome) in enumerate(zip(sqls, outcomes)):
-            fixed = fix_column_owners(sql, outcome, database, timeout)
+            fixed = fix_column_owners(sql, outcome, database, run=run)
             if fixed is not None:
                 return Choice(i, fixed, True)
     index = next((i for i, outcome in enumerate(outcomes) if outcome.ok), 0)
@@ -360,15 +367,18 @@ _TABLE_REFERENCE = re.compile(rf"""\b(?:from|join)\s+[`"\[]?(\w+)[`"\]]?"""
 
 
 def fix_column_owners(sql: str, outcome: Outcome, database: ReadOnlyDatabase, timeout: float = 2.0,
-                      attempts: int = 3) -> str | None:
+                      attempts: int = 3, run: Callable[[str], Outcome] | None = None) -> str | None:
     """sql with each `T1.column` that SQLite reports missing pointed at the one other table of
     the query that has that column, if the result runs and returns rows; else None.
 
     Small models join the right tables and then take a column from the wrong one
     (`... FROM concert AS T1 JOIN stadium AS T2 ... ORDER BY T1.capacity`). Nothing is guessed:
     the fix is made only where exactly one table of the query has the column, and the alias
-    itself stands for one table.
+    itself stands for one table. A fix that would compare the column with itself is refused:
+    `ON T1.code = T2.code` with no `code` in T2's table is a wrong join key, and `T1.code =
+    T1.code` would join every row with every row. `run` runs a query (default: on `database`).
     """
+    run = run or (lambda query: database.run(query, timeout=timeout))
     tables: dict[str, set[str]] = {}  # alias (or table name) as written: the tables it stands for
     for table, name in _TABLE_REFERENCE.findall(sql):  # the fixes below rewrite columns, not these
         tables.setdefault(name or table, set()).add(table.lower())
@@ -386,7 +396,10 @@ def fix_column_owners(sql: str, outcome: Outcome, database: ReadOnlyDatabase, ti
         owner = owners[0]
         sql = re.sub(rf"\b{re.escape(alias)}\.{re.escape(column)}\b", f"{owner}.{column}", sql,
                      flags=re.IGNORECASE)
-        outcome = database.run(sql, timeout=timeout)
+        same = rf"\b{re.escape(owner)}\.{re.escape(column)}\b"
+        if re.search(rf"{same}\s*(?:=|==|<>|!=|<=|>=|<|>)\s*{same}", sql, re.IGNORECASE):
+            return None
+        outcome = run(sql)
         if outcome.ok:
             return sql if outcome.rows else None
     return None
