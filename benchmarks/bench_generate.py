@@ -8,12 +8,14 @@ Prints one row per setting: seconds, decode steps, ms per step and new tokens. E
 candidates land in OUT/<setting>.jsonl, for `rescore_candidates.py` (accuracy, on CPU).
 `greedy` and `beam4` are the predict stage before it ended answers on tokens (a stop string,
 512 prompts a batch); `beam2-semicolon-eos` is the stage's default now (2 candidates, 1024
-sequences a batch), and `greedy-semicolon-eos` its greedy path.
+sequences a batch), and `greedy-semicolon-eos` its greedy path. `*-fused-norm` runs the same
+beams with the RMSNorm layers as torch's fused `rms_norm` (`sqlora.modeling.fused_rms_norms`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -25,7 +27,7 @@ os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 import torch
 
 from sqlora.generation import sql_end_token_ids
-from sqlora.modeling import chat_end_token_ids, load_for_inference
+from sqlora.modeling import chat_end_token_ids, fused_rms_norms, load_for_inference
 from sqlora.params import Params
 from sqlora.prompts import extract_sql, prompt_text
 
@@ -46,6 +48,8 @@ SETTINGS = {  # name: (prompts per batch, generate options); "stop": the end of 
     "beam2-semicolon-eos": (512, {**STATIC, **BEAMS2, "stop": "tokens"}),
     "beam2-no-wait": (512, {**BEAMS2, "stop": "tokens", "cache": "no-wait"}),
     "beam4-no-wait": (512, {**BEAMS, "stop": "tokens", "cache": "no-wait"}),
+    "beam2-fused-norm": (512, {**STATIC, **BEAMS2, "stop": "tokens", "norm": "fused"}),
+    "beam4-fused-norm": (512, {**STATIC, **BEAMS, "stop": "tokens", "norm": "fused"}),
     "sample4": (512, {**STATIC, **SAMPLES, "stop": "tokens"}),
     "continuous-greedy": (0, {"stop": "tokens"}),
     "continuous-sample4": (0, {**SAMPLES, "stop": "tokens"}),
@@ -126,11 +130,13 @@ def profile_steps(model, tokenizer, texts, setting):
 
     encoded = tokenizer(texts[:128], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    options = {"do_sample": False, **STATIC} | {k: v for k, v in SETTINGS[setting][1].items() if k not in ("stop", "cache")}
+    options = {"do_sample": False, **STATIC} | {k: v for k, v in SETTINGS[setting][1].items()
+                                                 if k not in ("stop", "cache", "norm")}
     if SETTINGS[setting][1].get("cache") == "no-wait":
         del options["cache_implementation"]
         options |= no_wait_beam_cache(model, encoded["input_ids"].shape[1] + 32)
-    with profile(activities=activities) as prof, torch.inference_mode():
+    norms = fused_rms_norms(model) if SETTINGS[setting][1].get("norm") == "fused" else contextlib.nullcontext()
+    with norms, profile(activities=activities) as prof, torch.inference_mode():
         model.generate(**encoded, max_new_tokens=32, min_new_tokens=32, eos_token_id=chat_end_token_ids(tokenizer),
                        pad_token_id=tokenizer.pad_token_id, **options)
     sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
@@ -168,12 +174,15 @@ for name in args.settings.split(","):
     batch_size, options = SETTINGS[name]
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+    options = dict(options)
+    norms = fused_rms_norms(model) if options.pop("norm", None) == "fused" else contextlib.nullcontext()
     started = time.perf_counter()
     try:
-        if name.startswith("continuous"):
-            outputs, steps, new_tokens = run_continuous(model, tokenizer, texts, dict(options))
-        else:
-            outputs, steps, new_tokens = run_generate(model, tokenizer, texts, batch_size, dict(options))
+        with norms:
+            if name.startswith("continuous"):
+                outputs, steps, new_tokens = run_continuous(model, tokenizer, texts, options)
+            else:
+                outputs, steps, new_tokens = run_generate(model, tokenizer, texts, batch_size, options)
     except Exception as error:  # a setting the installed libraries lack is reported, not fatal
         print(f"| {name} | {batch_size} | failed: {type(error).__name__}: {str(error)[:200]} |||", flush=True)
         continue

@@ -3,11 +3,13 @@
 Run after `dvc repro prepare-model preprocess` (it reads outputs/base_model and
 data/prepared/train.jsonl):   python benchmarks/bench_train.py --steps 60
 Prints one row per recipe: tokens/s (non-padding tokens), seconds per step and peak GPU memory.
+`--fused-norms` adds a row: the defaults with the RMSNorm layers as torch's fused `rms_norm`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import json
@@ -16,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 
-from sqlora.modeling import compute_dtype, load_quantized_model, load_tokenizer, lora_config
+from sqlora.modeling import compute_dtype, fused_rms_norms, load_quantized_model, load_tokenizer, lora_config
 from sqlora.params import LoraParams, Params, QuantParams, TrainParams
 from sqlora.training import train_lora
 
@@ -25,12 +27,14 @@ PLAIN = {"batch_size": 16, "gradient_checkpointing": True, "group_by_length": Fa
 PLAIN_LORA = LoraParams(r=16, alpha=32, dropout=0.05, target_modules="all-linear")
 
 
-def run(name: str, train: TrainParams, lora: LoraParams, quant: QuantParams, rows: list[dict], base: Path) -> dict:
+def run(name: str, train: TrainParams, lora: LoraParams, quant: QuantParams, rows: list[dict], base: Path,
+        fused_norms: bool = False) -> dict:
     import torch
 
     model = load_quantized_model(base, quant, for_training=True)
     tokenizer = load_tokenizer(base)
-    with tempfile.TemporaryDirectory() as tmp:
+    norms = fused_rms_norms(model) if fused_norms else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory() as tmp, norms:
         result = train_lora(model, tokenizer, rows, train, lora_config(lora), Path(tmp) / "ckpt",
                             Path(tmp) / "loss.csv", name, compute_dtype(quant.bnb_4bit_compute_dtype))
     stats = result["stats"]
@@ -51,6 +55,8 @@ def main() -> None:
     parser.add_argument("--base", type=Path, default=Path("outputs/base_model"))
     parser.add_argument("--train", type=Path, default=Path("data/prepared/train.jsonl"))
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--fused-norms", action="store_true",
+                        help="add a row: the defaults with RMSNorm as torch's fused rms_norm (sqlora.modeling.fused_rms_norms)")
     args = parser.parse_args()
 
     params = Params.read()
@@ -65,6 +71,9 @@ def main() -> None:
             rows[: args.steps * plain.batch_size], args.base),
         run("sqlora defaults", ours, params.lora, quant, rows[: args.steps * ours.batch_size], args.base),
     ]
+    if args.fused_norms:
+        results.append(run("sqlora defaults, fused RMSNorm", ours, params.lora, quant,
+                           rows[: args.steps * ours.batch_size], args.base, fused_norms=True))
     columns = list(results[0])
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))

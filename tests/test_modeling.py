@@ -23,7 +23,7 @@ import yaml  # noqa: E402
 from sqlora.errors import ParamError, SqloraError  # noqa: E402
 from sqlora.generation import generate  # noqa: E402
 from sqlora.modeling import (DEFAULT_MODEL, ModelSource, chat_end_token_ids, compute_dtype,  # noqa: E402
-                             file_sha256, is_adapter, load_for_inference, load_quantized_model,
+                             file_sha256, fused_rms_norms, is_adapter, load_for_inference, load_quantized_model,
                              load_tokenizer, lora_config, prepare_base_model, resolve_model_source)
 from sqlora.params import LoraParams, QuantParams, TrainParams  # noqa: E402
 from sqlora.prompts import build_prompt, extract_sql  # noqa: E402
@@ -414,3 +414,46 @@ def test_bitsandbytes_is_imported_without_the_torch_compiler():
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def tiny_causal_lm(family: str, dtype):
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, Qwen2Config
+
+    sizes = dict(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2)
+    config = {"llama": LlamaConfig, "qwen2": Qwen2Config, "gemma3": Gemma3TextConfig}[family]
+    extra = {"head_dim": 16} if family == "gemma3" else {}
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config(**sizes, **extra)).eval().to(dtype)
+    for module in model.modules():  # trained norms are not all ones
+        if type(module).__name__.endswith("RMSNorm"):
+            torch.nn.init.uniform_(module.weight, -0.5, 1.5)
+    return model
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_rms_norms_give_the_same_logits_and_are_undone(family, dtype):
+    model = tiny_causal_lm(family, dtype)
+    ids = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = model(ids).logits.float()
+        with fused_rms_norms(model) as swapped:
+            fused = model(ids).logits.float()
+        after = model(ids).logits.float()
+    assert swapped == 2 * 2 + 1  # two per layer and the final one
+    tolerance = 1e-5 if dtype == torch.float32 else 5e-2
+    assert torch.allclose(fused, before, atol=tolerance, rtol=tolerance), (fused - before).abs().max()
+    assert torch.equal(after, before)
+    assert not any("forward" in vars(module) for module in model.modules())
+
+
+def test_a_norm_that_computes_something_else_is_left_alone():
+    model = tiny_causal_lm("gemma3", torch.float32)  # Gemma's RMSNorm scales by (1 + weight)
+    ids = torch.randint(0, 100, (1, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = model(ids).logits
+        with fused_rms_norms(model) as swapped:
+            during = model(ids).logits
+    assert swapped == 0
+    assert torch.equal(during, before)

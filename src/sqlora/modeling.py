@@ -307,6 +307,66 @@ def load_dequantized_model(model_dir: str | Path, quant: QuantParams, *, trust_r
     return model
 
 
+@contextmanager
+def fused_rms_norms(model):
+    """Within the block, the model's RMSNorm layers run as torch's `rms_norm`: on a GPU one
+    fused kernel instead of about eight (cast, square, mean, add, rsqrt, two multiplies, cast),
+    in a decode step that is bound by kernel launches. Yields how many layers were swapped.
+
+    A layer is swapped only if its class computes `weight * x / rms(x)` (Llama, Qwen2, Mistral,
+    Phi-3): each class is checked once on a random input against `rms_norm`, so a norm that
+    computes something else, such as Gemma's `(1 + weight) * ...`, is left as it is.
+    """
+    import torch
+
+    def fused(norm, x):
+        return torch.nn.functional.rms_norm(x, norm.weight.shape, norm.weight, rms_norm_epsilon(norm))
+
+    verdicts: dict[type, bool] = {}
+    swapped = []
+    for module in model.modules():
+        if not type(module).__name__.endswith("RMSNorm") or rms_norm_epsilon(module) is None:
+            continue
+        if type(module) not in verdicts:
+            verdicts[type(module)] = computes_rms_norm(module, fused)
+        if verdicts[type(module)]:
+            module.forward = fused.__get__(module)
+            swapped.append(module)
+    try:
+        yield len(swapped)
+    finally:
+        for module in swapped:
+            del module.forward
+
+
+def rms_norm_epsilon(norm) -> float | None:
+    weight = getattr(norm, "weight", None)
+    if weight is None or weight.dim() != 1:
+        return None
+    epsilon = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
+    return epsilon if isinstance(epsilon, float) else None
+
+
+def computes_rms_norm(norm, fused) -> bool:
+    import torch
+
+    weight = norm.weight
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(4, weight.numel(), generator=generator).to(device=weight.device, dtype=weight.dtype)
+    probe = torch.rand(weight.numel(), generator=generator).add_(0.5)  # a weight far from 0 and 1
+    saved = norm.weight
+    try:
+        norm.weight = torch.nn.Parameter(probe.to(device=weight.device, dtype=weight.dtype), requires_grad=False)
+        with torch.no_grad():
+            expected, got = norm(x).float(), fused(norm, x).float()
+    except Exception:  # noqa: BLE001 - a norm that cannot take this input is left alone
+        return False
+    finally:
+        norm.weight = saved
+    tolerance = 1e-2 if weight.dtype in (torch.bfloat16, torch.float16) else 1e-4
+    return expected.shape == got.shape and torch.allclose(expected, got, rtol=tolerance, atol=tolerance)
+
+
 def disable_avx512bf16_repacking(model) -> None:
     # bitsandbytes repacks 4-bit weights for AVX512-BF16 CPUs on an eval-mode forward; training
     # after that repack computes wrong gradients or crashes, so the fast path stays off here.
