@@ -317,20 +317,17 @@ def fused_rms_norms(model):
     Phi-3): each class is checked once on a random input against `rms_norm`, so a norm that
     computes something else, such as Gemma's `(1 + weight) * ...`, is left as it is.
     """
-    import torch
-
-    def fused(norm, x):
-        return torch.nn.functional.rms_norm(x, norm.weight.shape, norm.weight, rms_norm_epsilon(norm))
-
     verdicts: dict[type, bool] = {}
     swapped = []
     for module in model.modules():
-        if not type(module).__name__.endswith("RMSNorm") or rms_norm_epsilon(module) is None:
+        epsilon = rms_norm_epsilon(module) if type(module).__name__.endswith("RMSNorm") else None
+        if epsilon is None:
             continue
+        forward = fused_rms_norm_forward(module, epsilon)
         if type(module) not in verdicts:
-            verdicts[type(module)] = computes_rms_norm(module, fused)
+            verdicts[type(module)] = computes_rms_norm(module, forward)
         if verdicts[type(module)]:
-            module.forward = fused.__get__(module)
+            module.forward = forward
             swapped.append(module)
     try:
         yield len(swapped)
@@ -347,7 +344,18 @@ def rms_norm_epsilon(norm) -> float | None:
     return epsilon if isinstance(epsilon, float) else None
 
 
-def computes_rms_norm(norm, fused) -> bool:
+def fused_rms_norm_forward(norm, epsilon: float):
+    """`norm`'s forward as torch's `rms_norm`, its epsilon read once."""
+    import torch
+
+    def forward(x):
+        return torch.nn.functional.rms_norm(x, norm.weight.shape, norm.weight, epsilon)
+
+    return forward
+
+
+def computes_rms_norm(norm, forward) -> bool:
+    """Whether `norm` computes what `forward` does, on a random input and weight."""
     import torch
 
     weight = norm.weight
@@ -358,7 +366,7 @@ def computes_rms_norm(norm, fused) -> bool:
     try:
         norm.weight = torch.nn.Parameter(probe.to(device=weight.device, dtype=weight.dtype), requires_grad=False)
         with torch.no_grad():
-            expected, got = norm(x).float(), fused(norm, x).float()
+            expected, got = norm(x).float(), forward(x).float()
     except Exception:  # noqa: BLE001 - a norm that cannot take this input is left alone
         return False
     finally:
