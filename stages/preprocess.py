@@ -3,7 +3,8 @@
 Writes train.jsonl (prompt-completion records), dev.jsonl and dev_gold.sql (same order), and
 metrics/data.json with the counts. Dev questions whose database file is missing are skipped
 and counted; they could not be evaluated. With data.value_hints, each prompt also lists the
-database values its question names (sqlora.values).
+database values its question names (sqlora.values). data.schema_format `auto` picks the format
+by the size of the prepared model (--model; sqlora.schema.schema_format_for).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from pathlib import Path
 
 from sqlora.errors import run_stage
 from sqlora.files import replace_dir, staging_area, write_text_atomic
-from sqlora.params import Params
+from sqlora.modeling import saved_parameter_count
+from sqlora.params import AUTO, Params
 from sqlora.prompts import dev_record, training_record
-from sqlora.schema import load_schemas, serialize_schema
+from sqlora.schema import load_schemas, schema_format_for, serialize_schema
 from sqlora.spider import database_file, load_examples
 from sqlora.values import HINTS_HEADER, QuestionHints
 
@@ -25,6 +27,8 @@ from sqlora.values import HINTS_HEADER, QuestionHints
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spider", type=Path, default=Path("data/spider"), help="fetched Spider folder")
+    parser.add_argument("--model", type=Path, default=Path("outputs/base_model"),
+                        help="prepared model folder, read for its size when data.schema_format is auto")
     parser.add_argument("--out", type=Path, default=Path("data/prepared"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/data.json"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -36,6 +40,11 @@ def main() -> None:
     data = Params.read(args.params).data
     schema_format, value_hints = data.schema_format, data.value_hints
     train_limit, dev_limit = data.train_limit, data.dev_limit
+    chosen_by = ""
+    if schema_format == AUTO:
+        parameters = saved_parameter_count(args.model)
+        schema_format = schema_format_for(parameters)
+        chosen_by = f" (auto: a model of {parameters / 1e6:.0f}M parameters)"
 
     schemas = load_schemas(args.spider / "tables.json")
     schema_texts = {db_id: serialize_schema(db, schema_format) for db_id, db in schemas.items()}
@@ -63,6 +72,7 @@ def main() -> None:
         write_lines(new_copy / "dev_gold.sql", [f"{r['gold']}\t{r['db_id']}" for r in dev_records])
         replace_dir(new_copy, args.out)
     write_json(args.metrics, {
+        "schema_format": schema_format,
         "train_examples": len(train_records),
         "train_skipped_unknown_db": len(train_unknown),
         "dev_questions": len(dev_records),
@@ -72,7 +82,7 @@ def main() -> None:
         "dev_with_value_hints": sum(1 for r in dev_records if HINTS_HEADER in r["prompt"][-1]["content"]),
     })
 
-    print(f"schema format: {schema_format}" + (", with value hints" if value_hints else ""))
+    print(f"schema format: {schema_format}{chosen_by}" + (", with value hints" if value_hints else ""))
     print(f"train: {len(train_records)} examples{skipped(train_unknown, 'db_id not in tables.json')}")
     print(f"dev: {len(dev_records)} questions{skipped(dev_missing, 'database file missing')}"
           f"{skipped(dev_unknown, 'db_id not in tables.json')}")

@@ -173,7 +173,7 @@ DATA_BAD = [(DataParams, DATA, *case) for case in [
     ("source", "", ["data.source", "URL, a zip file or a folder"]),
     ("source", 3, ["data.source"]),
     ("sha256", "deadbeef", ["data.sha256", "64 hex digits"]),
-    ("schema_format", "sql", ["data.schema_format", "'compact', 'ddl', 'names'"]),
+    ("schema_format", "sql", ["data.schema_format", "'auto', 'compact', 'ddl', 'names'"]),
     ("value_hints", "yes", ["data.value_hints", "true, false"]),
     ("train_limit", -1, ["data.train_limit", ">= 0"]),
     ("dev_limit", 1.5, ["data.dev_limit", "integer"]),

@@ -32,6 +32,7 @@ def preprocess(tiny_spider, tmp_path, run_script):
         result = run_script(STAGE, "--spider", tiny_spider, "--out", "data/prepared",
                             "--metrics", "metrics/data.json", cwd=project)
         return result, project / "data" / "prepared"
+    run.project = project
     return run
 
 
@@ -82,7 +83,7 @@ def test_outputs(preprocess):
     assert gold == [f"{query}\t{db_id}" for db_id, _, query in KNOWN_DEV]
 
     metrics = json.loads((out.parents[1] / "metrics" / "data.json").read_text(encoding="utf-8"))
-    assert metrics == {"train_examples": len(KNOWN_TRAIN), "train_skipped_unknown_db": 1,
+    assert metrics == {"schema_format": "compact", "train_examples": len(KNOWN_TRAIN), "train_skipped_unknown_db": 1,
                        "dev_questions": len(KNOWN_DEV), "dev_skipped_missing_db": 2,
                        "dev_skipped_unknown_db": 0, "train_with_value_hints": 0, "dev_with_value_hints": 0}
 
@@ -102,6 +103,36 @@ def test_ddl_schema_format(preprocess):
     assert "CREATE TABLE singer (singer_id number, name text" in prompt
 
 
+def save_header_only_model(folder: Path, shapes: dict[str, list[int]]) -> None:
+    """A model folder whose safetensors file declares tensors of these shapes (no data: only the
+    header is read)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {name: {"dtype": "BF16", "shape": shape, "data_offsets": [0, 0]} for name, shape in shapes.items()}
+    header = json.dumps({"__metadata__": {"format": "pt"}, **tensors}).encode()
+    (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+
+
+@pytest.mark.parametrize("shapes, expected", [
+    ({"embed": [49152, 576], "layers": [30, 576, 5000]}, "compact (auto: a model of 115M parameters)"),
+    ({"embed": [151936, 896], "lm_head": [151936, 896], "layers": [24, 896, 11000]}, "ddl (auto: a model of 509M parameters)"),
+])
+def test_auto_schema_format_goes_by_the_model_size(preprocess, shapes, expected):
+    save_header_only_model(preprocess.project / "outputs" / "base_model", shapes)
+    result, out = preprocess(schema_format="auto")
+    assert result.returncode == 0, result.stderr
+    assert f"schema format: {expected}" in result.stdout
+    chosen = expected.split()[0]
+    metrics = json.loads((out.parents[1] / "metrics" / "data.json").read_text(encoding="utf-8"))
+    assert metrics["schema_format"] == chosen
+    prompt = read_jsonl(out / "dev.jsonl")[0]["prompt"][1]["content"]
+    assert ("CREATE TABLE singer" in prompt) == (chosen == "ddl")
+
+
+def test_auto_schema_format_needs_the_prepared_model(preprocess):
+    line = one_error_line(preprocess(schema_format="auto")[0])
+    assert "no .safetensors file; run the prepare-model stage first" in line
+
+
 def test_gold_and_completion_are_one_line(preprocess, tiny_spider):
     for name in ("dev.json", "train_spider.json"):
         path = tiny_spider / name
@@ -117,7 +148,7 @@ def test_gold_and_completion_are_one_line(preprocess, tiny_spider):
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    ({"schema_format": "yaml"}, "data.schema_format = 'yaml': allowed values are 'compact', 'ddl', 'names'"),
+    ({"schema_format": "yaml"}, "data.schema_format = 'yaml': allowed values are 'auto', 'compact', 'ddl', 'names'"),
     ({"train_limit": -1}, "data.train_limit = -1: must be an integer >= 0"),
     ({"dev_limit": "all"}, "data.dev_limit = 'all': must be an integer"),
     ({"value_hints": "yes"}, "data.value_hints = 'yes': allowed values are true, false"),
@@ -153,12 +184,14 @@ def test_no_value_hints_when_turned_off(preprocess):
 
 
 def test_project_defaults(preprocess):
-    """The data section of the project's params.yaml as it ships: compact schemas, value hints on."""
+    """The data section of the project's params.yaml as it ships: the schema format by model size
+    (compact for the default model), value hints on."""
     defaults = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["data"]
-    assert defaults["value_hints"] is True and defaults["schema_format"] == "compact"
+    assert defaults["value_hints"] is True and defaults["schema_format"] == "auto"
+    save_header_only_model(preprocess.project / "outputs" / "base_model", {"embed": [49152, 576], "layers": [30, 576, 5000]})
     result, out = preprocess(**defaults)
     assert result.returncode == 0, result.stderr
-    assert "schema format: compact, with value hints" in result.stdout
+    assert "schema format: compact (auto: a model of 115M parameters), with value hints" in result.stdout
     metrics = json.loads((out.parents[1] / "metrics" / "data.json").read_text(encoding="utf-8"))
     assert metrics["dev_with_value_hints"] > 0 and metrics["train_with_value_hints"] > 0
     france = next(r for r in read_jsonl(out / "train.jsonl") if "from France" in r["question"])

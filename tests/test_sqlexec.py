@@ -436,7 +436,7 @@ def joined(tmp_path):
 
 
 def repaired(sql, database):
-    return sqlexec.fix_column_owners(sql, database.run(sql), database)
+    return sqlexec.repair_names(sql, database.run(sql), database)
 
 
 def test_columns_of_a_table(joined):
@@ -479,13 +479,77 @@ def test_nothing_is_guessed(joined, sql):
     assert repaired(sql, joined) is None
 
 
+# ---------------------------------------------------------------- repairing a misspelt table or column
+
+MISSPELT = """
+CREATE TABLE Pets (PetID INTEGER, PetType TEXT, weight REAL);
+CREATE TABLE cars_data (Id INTEGER, Horsepower INTEGER);
+CREATE TABLE car_names (MakeId INTEGER, Model TEXT);
+CREATE TABLE twins (home_town TEXT, hometown TEXT);
+INSERT INTO Pets VALUES (1, 'cat', 3.5), (2, 'dog', 12.0);
+INSERT INTO cars_data VALUES (1, 130), (2, 90);
+INSERT INTO car_names VALUES (1, 'chevelle'), (2, 'skylark');
+INSERT INTO twins VALUES ('Oslo', 'Oslo');
+"""
+
+
+@pytest.fixture
+def misspelt(tmp_path):
+    path = make_database(tmp_path / "misspelt.sqlite", MISSPELT)
+    with ReadOnlyDatabase(path) as database:
+        yield database
+
+
+@pytest.mark.parametrize("name, options, expected", [
+    ("pet_type", ["PetID", "PetType", "weight"], "PetType"),                # case and underscores
+    ("singers", ["singer", "concert"], "singer"),                           # a plural
+    ("area", ["Name", "SurfaceArea", "Region"], "SurfaceArea"),            # one contains the other
+    ("cars", ["cars_data", "car_names", "model_list"], "cars_data"),
+    ("destinationairport", ["SourceAirport", "DestAirport"], "DestAirport"),  # most letters in common
+    ("xyz", ["PetID", "PetType"], None),                                    # nothing alike
+    ("home_town_", ["home_town", "hometown"], None),                        # two alike
+    ("", ["a"], None),
+])
+def test_similar_name(name, options, expected):
+    assert sqlexec.similar_name(name, options) == expected
+
+
+def test_tables_of_a_database(misspelt):
+    assert misspelt.tables() == ("Pets", "cars_data", "car_names", "twins")
+
+
+@pytest.mark.parametrize("sql, fixed", [
+    ("SELECT pet_type FROM Pets", "SELECT PetType FROM Pets"),
+    ("SELECT max(horsepower) FROM cars", "SELECT max(horsepower) FROM cars_data"),
+    ("SELECT T1.pet_type FROM Pets AS T1", "SELECT T1.PetType FROM Pets AS T1"),
+    # a table, then a column of it; a string that spells the name is left alone
+    ("SELECT pet_type FROM pet WHERE weight > 1 AND pet_type != 'pet_type'",
+     "SELECT PetType FROM Pets WHERE weight > 1 AND PetType != 'pet_type'"),
+    # a column that no table of the query has, looked for in its alias's table
+    ("SELECT T2.Model FROM cars_data AS T1 JOIN car_names AS T2 ON T1.Id = T2.MakeId WHERE T1.horse_power > 100",
+     "SELECT T2.Model FROM cars_data AS T1 JOIN car_names AS T2 ON T1.Id = T2.MakeId WHERE T1.Horsepower > 100"),
+])
+def test_a_misspelt_name_becomes_the_one_it_resembles(misspelt, sql, fixed):
+    assert repaired(sql, misspelt) == fixed
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT xyz FROM Pets",                          # nothing resembles it
+    "SELECT home_town_ FROM twins",                  # two columns resemble it equally
+    "SELECT pet_type FROM Pets WHERE weight > 100",  # repaired, but no rows
+    "SELECT T3.pet_type FROM Pets AS T1",            # an alias that stands for no table
+])
+def test_a_misspelt_name_is_not_guessed(misspelt, sql):
+    assert repaired(sql, misspelt) is None
+
+
 def test_choose_runnable_repairs_only_where_no_candidate_returns_rows(joined):
     fixable = f"SELECT T2.name FROM concert AS T1 JOIN stadium AS T2 {ON} ORDER BY T1.capacity DESC LIMIT 1"
     good, empty = "SELECT name FROM stadium", "SELECT name FROM stadium WHERE 0"
     assert sqlexec.choose_runnable([fixable, good], joined) == (1, good, False)
     assert sqlexec.choose_runnable([empty, fixable], joined) == (1, fixable.replace("T1.capacity", "T2.capacity"), True)
     assert sqlexec.choose_runnable([empty, fixable], joined, repair=False) == (0, empty, False)
-    assert sqlexec.choose_runnable(["SELECT nope FROM stadium"], joined) == (0, "SELECT nope FROM stadium", False)
+    assert sqlexec.choose_runnable(["SELECT xyz FROM stadium"], joined) == (0, "SELECT xyz FROM stadium", False)
     assert sqlexec.choose_runnable([], joined) == (0, "", False)
 
 

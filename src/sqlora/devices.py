@@ -180,13 +180,14 @@ def _predict_shard(model_dir, base_dir, quant, prompts, device, load, generation
     import torch
 
     from .generation import generate_candidates
-    from .modeling import load_for_inference
+    from .modeling import fused_rms_norms, load_for_inference
 
     cap_gpu_memory()  # a process of its own under spawn
     started = time.perf_counter()
     model, tokenizer = load_for_inference(Path(model_dir), Path(base_dir), quant, device=device, **load)
     loaded = time.perf_counter()
-    candidates = generate_candidates(model, tokenizer, prompts, **generation)
+    with fused_rms_norms(model):
+        candidates = generate_candidates(model, tokenizer, prompts, **generation)
     on_gpu = str(device).startswith("cuda")
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if on_gpu else None
     return Prediction(candidates, loaded - started, time.perf_counter() - loaded, peak)

@@ -114,6 +114,31 @@ def prepare_base_model(source: ModelSource, out_dir: Path, trust_remote_code: bo
     return out_dir
 
 
+def saved_parameter_count(model_dir: str | Path) -> int:
+    """The parameters of a prepared model folder, counted from its safetensors headers (nothing
+    is loaded); a tied output layer is saved, and counted, once."""
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise SqloraError(f"{model_dir}: no .safetensors file; run the prepare-model stage first")
+    total = 0
+    for path in files:
+        with path.open("rb") as file:
+            size = int.from_bytes(file.read(8), "little")
+            try:
+                header = json.loads(file.read(size))
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise SqloraError(f"{path}: not a safetensors file ({error})") from None
+        total += sum(_product(entry["shape"]) for name, entry in header.items() if name != "__metadata__")
+    return total
+
+
+def _product(shape: list[int]) -> int:
+    result = 1
+    for size in shape:
+        result *= size
+    return result
+
+
 def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__

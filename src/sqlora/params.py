@@ -26,7 +26,9 @@ QUANT_BITS = (4, 8, 16)
 QUANT_TYPES = ("nf4", "fp4")
 COMPUTE_DTYPES = ("auto", "bfloat16", "float16", "float32")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
-AUTO = "auto"  # chosen by the train stage from what it measures (see sqlora.training)
+AUTO = "auto"  # chosen by the stage from what it measures (see sqlora.training, sqlora.schema)
+# `auto` settings differ below and above this many parameters (docs/RESULTS.md, "Models")
+SMALL_MODEL_PARAMETERS = 300e6
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -34,7 +36,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 class DataParams:
     source: str                  # an http(s) URL of a Spider zip, a local zip or a local folder
     sha256: str                  # of the zip; "" skips the check
-    schema_format: str
+    schema_format: str           # auto, or one of SCHEMA_FORMATS
     value_hints: bool
     train_limit: int             # 0 = all
     dev_limit: int
@@ -45,7 +47,7 @@ class DataParams:
         if not isinstance(source, str) or not source.strip():
             raise ParamError(f"data.source = {source!r}: must be a URL, a zip file or a folder")
         return cls(source=source.strip(), sha256=sha256(s, "data"),
-                   schema_format=choice(s, "schema_format", SCHEMA_FORMATS, "data"),
+                   schema_format=choice(s, "schema_format", (AUTO, *SCHEMA_FORMATS), "data"),
                    value_hints=boolean(s, "value_hints", "data"),
                    train_limit=number(s, "train_limit", "data", minimum=0, integer=True),
                    dev_limit=number(s, "dev_limit", "data", minimum=0, integer=True))

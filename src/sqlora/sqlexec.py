@@ -30,7 +30,7 @@ but the read-only open still in place (``is_network_path``).
 
 Also here: ``DatabaseCache`` (connections by file), ``database_files`` (a question's databases)
 and the execution-guided choice among a model's candidates (``first_runnable``,
-``choose_candidates``; ``choose_sql`` with columns repaired by ``fix_column_owners``), which the
+``choose_candidates``; ``choose_sql`` with missing names repaired by ``repair_names``), which the
 predict stage uses without the evaluator.
 """
 
@@ -42,6 +42,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 from pathlib import Path, PurePath
 from typing import NamedTuple
 
@@ -142,7 +143,8 @@ class ReadOnlyDatabase:
         self._timed_out = False
         self._denied: str | None = None
         self.plain_open = False  # True when a network path had to be opened by name
-        self._columns: dict[str, frozenset[str]] = {}
+        self._columns: dict[str, tuple[str, ...]] = {}
+        self._tables: tuple[str, ...] | None = None
         self._connection = self._open()
         # like the reference evaluator: text that is not valid UTF-8 loses the bad bytes
         self._connection.text_factory = lambda data: data.decode("utf-8", errors="ignore")
@@ -181,17 +183,31 @@ class ReadOnlyDatabase:
 
     def columns(self, table: str) -> frozenset[str]:
         """The lower-cased column names of a table (none for a name that is no table here)."""
+        return frozenset(name.lower() for name in self.column_names(table))
+
+    def column_names(self, table: str) -> tuple[str, ...]:
+        """The column names of a table as its schema writes them (none for a name that is no table here)."""
         if table not in self._columns:
-            names: frozenset[str] = frozenset()
+            names: tuple[str, ...] = ()
             if re.fullmatch(r"\w+", table):
                 try:
                     cursor = self._connection.execute(f'SELECT * FROM "{table}" LIMIT 0')
-                    names = frozenset(d[0].lower() for d in cursor.description or ())
+                    names = tuple(d[0] for d in cursor.description or ())
                     cursor.close()
                 except sqlite3.Error:
                     pass
             self._columns[table] = names
         return self._columns[table]
+
+    def tables(self) -> tuple[str, ...]:
+        """The names of the database's tables, as written in its schema."""
+        if self._tables is None:
+            try:
+                rows = self._connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+            except sqlite3.Error:
+                rows = []
+            self._tables = tuple(name for (name,) in rows if not name.lower().startswith("sqlite_"))
+        return self._tables
 
     def __enter__(self) -> ReadOnlyDatabase:
         return self
@@ -335,7 +351,7 @@ def first_runnable(sqls: list[str], database: ReadOnlyDatabase, timeout: float =
 def choose_runnable(sqls: list[str], database: ReadOnlyDatabase, timeout: float = 2.0, *,
                     repair: bool = True) -> Choice:
     """As `first_runnable`; with `repair`, where no candidate runs and returns rows, the first
-    that does once its misattributed columns are fixed (`fix_column_owners`) comes next."""
+    that does once its missing names are repaired (`repair_names`) comes next."""
     runs: dict[str, Outcome] = {}  # beams often repeat a query, and repairs often meet
 
     def run(sql: str) -> Outcome:
@@ -351,14 +367,15 @@ def choose_runnable(sqls: list[str], database: ReadOnlyDatabase, timeout: float 
         outcomes.append(outcome)
     if repair:
         for i, (sql, outcome) in enumerate(zip(sqls, outcomes)):
-            fixed = fix_column_owners(sql, outcome, database, run=run)
+            fixed = repair_names(sql, outcome, database, run=run)
             if fixed is not None:
                 return Choice(i, fixed, True)
     index = next((i for i, outcome in enumerate(outcomes) if outcome.ok), 0)
     return Choice(index, sqls[index] if sqls else "", False)
 
 
-_NO_SUCH_QUALIFIED_COLUMN = re.compile(r"no such column: (\w+)\.(\w+)", re.IGNORECASE)
+_NO_SUCH_COLUMN = re.compile(r"no such column: (?:(\w+)\.)?(\w+)", re.IGNORECASE)
+_NO_SUCH_TABLE = re.compile(r"no such table: (?:main\.)?(\w+)", re.IGNORECASE)
 _CLAUSE_WORDS = ("on|where|join|group|order|limit|inner|left|right|full|outer|natural|cross|union|"
                  "except|intersect|having|using")
 # a table in FROM or JOIN, and its alias if it has one
@@ -366,43 +383,132 @@ _TABLE_REFERENCE = re.compile(rf"""\b(?:from|join)\s+[`"\[]?(\w+)[`"\]]?"""
                               rf"(?:\s+(?:as\s+)?(?!(?:{_CLAUSE_WORDS})\b)(\w+))?", re.IGNORECASE)
 
 
-def fix_column_owners(sql: str, outcome: Outcome, database: ReadOnlyDatabase, timeout: float = 2.0,
-                      attempts: int = 3, run: Callable[[str], Outcome] | None = None) -> str | None:
-    """sql with each `T1.column` that SQLite reports missing pointed at the one other table of
-    the query that has that column, if the result runs and returns rows; else None.
+def repair_names(sql: str, outcome: Outcome, database: ReadOnlyDatabase, timeout: float = 2.0,
+                 attempts: int = 3, run: Callable[[str], Outcome] | None = None) -> str | None:
+    """sql with the names that SQLite reports missing repaired, if the result runs and returns
+    rows; else None. Two repairs, tried in this order on each missing name:
 
-    Small models join the right tables and then take a column from the wrong one
-    (`... FROM concert AS T1 JOIN stadium AS T2 ... ORDER BY T1.capacity`). Nothing is guessed:
-    the fix is made only where exactly one table of the query has the column, and the alias
-    itself stands for one table. A fix that would compare the column with itself is refused:
-    `ON T1.code = T2.code` with no `code` in T2's table is a wrong join key, and `T1.code =
-    T1.code` would join every row with every row. `run` runs a query (default: on `database`).
+    - a column taken from the wrong table: `T1.column` pointed at the one other table of the query
+      that has that column. Small models join the right tables and then take a column from the
+      wrong one (`... FROM concert AS T1 JOIN stadium AS T2 ... ORDER BY T1.capacity`). The fix
+      is made only where exactly one table of the query has the column, and the alias itself
+      stands for one table;
+    - a misspelt name: a table that the database lacks, or a column that no table of the query
+      has, replaced by the one name of the database (for a column: of the tables it may belong
+      to) that it most resembles (`similar_name`: `pet_type` -> `PetType`, `area` ->
+      `SurfaceArea`, `cars` -> `cars_data`).
+
+    A fix that would compare a column with itself is refused: `ON T1.code = T2.code` with no `code`
+    in T2's table is a wrong join key, and `T1.code = T1.code` would join every row with every row.
+    `run` runs a query (default: on `database`).
     """
     run = run or (lambda query: database.run(query, timeout=timeout))
-    tables: dict[str, set[str]] = {}  # alias (or table name) as written: the tables it stands for
-    for table, name in _TABLE_REFERENCE.findall(sql):  # the fixes below rewrite columns, not these
-        tables.setdefault(name or table, set()).add(table.lower())
     for _ in range(attempts):
-        match = _NO_SUCH_QUALIFIED_COLUMN.search(outcome.error or "")
-        if match is None:
+        fixed = _fix_one_name(sql, outcome.error or "", database)
+        if fixed is None:
             return None
-        alias, column = match.groups()
-        if sum(len(names) for name, names in tables.items() if name.lower() == alias.lower()) != 1:
-            return None
-        owners = [name for name, names in tables.items()
-                  if len(names) == 1 and column.lower() in database.columns(next(iter(names)))]
-        if len(owners) != 1 or owners[0].lower() == alias.lower():
-            return None
-        owner = owners[0]
-        sql = re.sub(rf"\b{re.escape(alias)}\.{re.escape(column)}\b", f"{owner}.{column}", sql,
-                     flags=re.IGNORECASE)
-        same = rf"\b{re.escape(owner)}\.{re.escape(column)}\b"
-        if re.search(rf"{same}\s*(?:=|==|<>|!=|<=|>=|<|>)\s*{same}", sql, re.IGNORECASE):
-            return None
+        sql, column = fixed
+        if column is not None:
+            same = rf"\b{re.escape(column)}"
+            if re.search(rf"{same}\s*(?:=|==|<>|!=|<=|>=|<|>)\s*{same}\b", sql, re.IGNORECASE):
+                return None
         outcome = run(sql)
         if outcome.ok:
             return sql if outcome.rows else None
     return None
+
+
+def _fix_one_name(sql: str, error: str, database: ReadOnlyDatabase) -> tuple[str, str | None] | None:
+    """sql with the missing name of error replaced, and the new `alias.column` where one was
+    written; None where no repair applies."""
+    tables: dict[str, set[str]] = {}  # alias (or table name) as written: the tables it stands for
+    for table, name in _TABLE_REFERENCE.findall(sql):
+        tables.setdefault((name or table).lower(), set()).add(table.lower())
+    missing_table = _NO_SUCH_TABLE.search(error)
+    if missing_table is not None:
+        table = missing_table.group(1)
+        replacement = similar_name(table, database.tables())
+        if replacement is None:
+            return None
+        return _rename(sql, None, table, replacement), None
+    match = _NO_SUCH_COLUMN.search(error)
+    if match is None:
+        return None
+    alias, column = match.groups()
+    if alias is None:
+        names = {table for owners in tables.values() for table in owners}
+        replacement = similar_name(column, [c for table in sorted(names) for c in database.column_names(table)])
+        return None if replacement is None else (_rename(sql, None, column, replacement), None)
+    owners_of_alias = tables.get(alias.lower(), set())
+    if len(owners_of_alias) != 1:
+        return None
+    owners = [name for name, names in tables.items()
+              if len(names) == 1 and column.lower() in database.columns(next(iter(names)))]
+    if len(owners) == 1 and owners[0] != alias.lower():
+        owner = next(name or table for table, name in _TABLE_REFERENCE.findall(sql)
+                     if (name or table).lower() == owners[0])  # as written
+        return _rename(sql, alias, column, column, owner), f"{owner}.{column}"
+    if owners:
+        return None
+    replacement = similar_name(column, database.column_names(next(iter(owners_of_alias))))
+    if replacement is None:
+        return None
+    return _rename(sql, alias, column, replacement), f"{alias}.{replacement}"
+
+
+def _rename(sql: str, qualifier: str | None, name: str, new_name: str, new_qualifier: str | None = None) -> str:
+    """sql with the bare word `name` (qualifier None: wherever it is not written after a dot) or
+    `qualifier.name` written as new_name (and new_qualifier); strings are left alone."""
+    tokens = tokenize(sql)
+    words = [i for i, token in enumerate(tokens) if token.kind not in ("space", "comment")]
+    out = [token.text for token in tokens]
+    for position, i in enumerate(words):
+        token = tokens[i]
+        if token.kind != "word" or token.low != name.lower():
+            continue
+        after_dot = position >= 2 and tokens[words[position - 1]].text == "."
+        if qualifier is None and not after_dot:
+            out[i] = new_name
+        elif qualifier is not None and after_dot and tokens[words[position - 2]].low == qualifier.lower():
+            out[i] = new_name
+            if new_qualifier is not None:
+                out[words[position - 2]] = new_qualifier
+    return "".join(out)
+
+
+def _name_key(name: str) -> str:
+    return name.lower().replace("_", "").replace(" ", "")
+
+
+def similar_name(name: str, options: Sequence[str], min_ratio: float = 0.5) -> str | None:
+    """The one option that `name` most resembles, ignoring case and underscores: the same
+    letters, else the same but for a plural s, else one containing the other (4 letters or
+    more), else a difflib ratio of at least min_ratio. None where no option resembles it or two
+    resemble it equally."""
+    key = _name_key(name)
+    if not key:
+        return None
+    best: list[tuple[tuple[int, float], str]] = []
+    for option in dict.fromkeys(options):
+        other = _name_key(option)
+        ratio = SequenceMatcher(None, key, other).ratio()
+        if other == key:
+            tier = 4
+        elif other.rstrip("s") == key.rstrip("s"):
+            tier = 3
+        elif min(len(key), len(other)) >= 4 and (key in other or other in key):
+            tier = 2
+        elif ratio >= min_ratio:
+            tier = 1
+        else:
+            continue
+        best.append(((tier, ratio), option))
+    if not best:
+        return None
+    best.sort(key=lambda item: item[0], reverse=True)
+    if len(best) > 1 and best[1][0] == best[0][0]:
+        return None
+    return best[0][1]
 
 
 def choose_sql(questions: Sequence[dict], candidates: Sequence[Sequence[str]], db_dir: str | Path, *,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .devices import free_gpu_memory, guard_attention_kernels
 from .errors import SqloraError
-from .params import AUTO, TrainParams, as_dict
+from .params import AUTO, SMALL_MODEL_PARAMETERS, TrainParams, as_dict
 from .progress import bars_enabled, quiet_library_bars
 from .prompts import training_example, training_length
 
@@ -211,7 +211,7 @@ class SizeSchedule:
 # to learn SQL at all; a 0.5B code model already writes SQL, and that schedule over-fits it
 # (final loss 0.007, 2 points over its base, where 2e-4 for 2 epochs gained 21).
 SIZE_SCHEDULES = (
-    SizeSchedule(max_parameters=300e6, learning_rate=1e-3, epochs=6),
+    SizeSchedule(max_parameters=SMALL_MODEL_PARAMETERS, learning_rate=1e-3, epochs=6),
     SizeSchedule(max_parameters=math.inf, learning_rate=2e-4, epochs=2),
 )
 
