@@ -1,16 +1,18 @@
 """Score a prediction run's beam candidates several ways: the beam's best alone, the candidate the
-run kept, the candidate the predict stage would keep now (execution-guided choice with columns
+run kept, the candidate the predict stage would keep now (execution-guided choice with names
 repaired, `sqlexec.choose_sql`), the same without repairing, the same choice among only the
 first k candidates (what fewer candidates might give), a vote over the candidates' results, and
 the ceiling (a question counts when any candidate is right).
 It reads a predict stage's generations.jsonl (greedy runs too, as one candidate each); no model, no GPU.
 
     python benchmarks/rescore_candidates.py outputs/predictions/finetuned/generations.jsonl
+    python benchmarks/rescore_candidates.py outputs/predictions/finetuned/generations.jsonl --min-name-ratio 0.75
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import tempfile
 from collections import Counter, defaultdict
@@ -19,6 +21,7 @@ from pathlib import Path
 from sqlora.evaluate import ALL_LEVELS as HARDNESS
 from sqlora.evaluate import ORDER_BY, evaluate, score
 from sqlora.prompts import extract_sql
+from sqlora import sqlexec
 from sqlora.sqlexec import choose_candidates, choose_sql
 
 
@@ -63,7 +66,12 @@ def main() -> None:
     parser.add_argument("generations", type=Path)
     parser.add_argument("--gold", type=Path, default=Path("data/prepared/dev_gold.sql"))
     parser.add_argument("--db", type=Path, default=Path("data/spider/database"))
+    parser.add_argument("--min-name-ratio", type=float,
+                        help="the least resemblance a misspelt name needs to be repaired (sqlexec.similar_name's "
+                             "min_ratio; default: the predict stage's)")
     args = parser.parse_args()
+    if args.min_name_ratio is not None:
+        sqlexec.similar_name = functools.partial(sqlexec.similar_name, min_ratio=args.min_name_ratio)
 
     records = [json.loads(line) for line in args.generations.open(encoding="utf-8") if line.strip()]
     candidates = [r.get("candidates", [r["generation"]]) for r in records]  # one candidate: greedy
@@ -73,7 +81,7 @@ def main() -> None:
         "kept by the run": [r["sql"] for r in records],
         "kept by the current code": [choice.sql for choice in choose_sql(records, candidates, args.db,
                                                                           extract=extract_sql)],
-        "kept by the current code, no column repair": [extract_sql(c[i]) for c, i in zip(candidates, chosen)],
+        "kept by the current code, no name repair": [extract_sql(c[i]) for c, i in zip(candidates, chosen)],
         **{f"kept by the current code, first {k} only": first_k(records, candidates, k, args.db)
            for k in range(2, max(map(len, candidates)))},
         "vote over results": [extract_sql(c[i]) for c, i in zip(candidates, choose(records, candidates, args.db, rule=vote))],

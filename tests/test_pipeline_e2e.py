@@ -292,6 +292,18 @@ def test_train_edit_reruns_training_finetuned_predict_and_evaluate(pipeline_repo
     (pipeline_repo / "params.yaml").write_text(before)
 
 
+def test_model_edit_reruns_every_stage_but_fetch_db(pipeline_repo: Path):
+    """preprocess depends on the prepared model: `data.schema_format: auto` goes by its size."""
+    if not (pipeline_repo / "dvc.lock").is_file():
+        dvc(pipeline_repo, "repro")
+    before = (pipeline_repo / "params.yaml").read_text()
+    edit_params(pipeline_repo, "model", trust_remote_code=True)
+    dry = dvc(pipeline_repo, "repro", "--dry", "--force-downstream").stdout
+    assert stages_run(dry) == ALL_STAGES - {"fetch-db"}
+    assert "'fetch-db' didn't change" in dry
+    (pipeline_repo / "params.yaml").write_text(before)
+
+
 def commit_results(repo: Path, message: str) -> None:
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", message)
