@@ -486,6 +486,10 @@ CREATE TABLE Pets (PetID INTEGER, PetType TEXT, weight REAL);
 CREATE TABLE cars_data (Id INTEGER, Horsepower INTEGER);
 CREATE TABLE car_names (MakeId INTEGER, Model TEXT);
 CREATE TABLE twins (home_town TEXT, hometown TEXT);
+CREATE TABLE country (Code TEXT, Name TEXT);
+CREATE TABLE city (Name TEXT, CountryCode TEXT);
+INSERT INTO country VALUES ('NOR', 'Norway');
+INSERT INTO city VALUES ('Oslo', 'NOR');
 INSERT INTO Pets VALUES (1, 'cat', 3.5), (2, 'dog', 12.0);
 INSERT INTO cars_data VALUES (1, 130), (2, 90);
 INSERT INTO car_names VALUES (1, 'chevelle'), (2, 'skylark');
@@ -515,7 +519,7 @@ def test_similar_name(name, options, expected):
 
 
 def test_tables_of_a_database(misspelt):
-    assert misspelt.tables() == ("Pets", "cars_data", "car_names", "twins")
+    assert misspelt.tables() == ("Pets", "cars_data", "car_names", "twins", "country", "city")
 
 
 @pytest.mark.parametrize("sql, fixed", [
@@ -528,6 +532,10 @@ def test_tables_of_a_database(misspelt):
     # a column that no table of the query has, looked for in its alias's table
     ("SELECT T2.Model FROM cars_data AS T1 JOIN car_names AS T2 ON T1.Id = T2.MakeId WHERE T1.horse_power > 100",
      "SELECT T2.Model FROM cars_data AS T1 JOIN car_names AS T2 ON T1.Id = T2.MakeId WHERE T1.Horsepower > 100"),
+    # a wrong join key: pointing T2.code at T1 would compare T1.code with itself; T2's own
+    # CountryCode is the name it resembles
+    ("SELECT T2.Name FROM country AS T1 JOIN city AS T2 ON T1.Code = T2.code WHERE T1.Name = 'Norway'",
+     "SELECT T2.Name FROM country AS T1 JOIN city AS T2 ON T1.Code = T2.CountryCode WHERE T1.Name = 'Norway'"),
 ])
 def test_a_misspelt_name_becomes_the_one_it_resembles(misspelt, sql, fixed):
     assert repaired(sql, misspelt) == fixed

@@ -40,7 +40,7 @@ import re
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 from pathlib import Path, PurePath
@@ -398,29 +398,34 @@ def repair_names(sql: str, outcome: Outcome, database: ReadOnlyDatabase, timeout
       to) that it most resembles (`similar_name`: `pet_type` -> `PetType`, `area` ->
       `SurfaceArea`, `cars` -> `cars_data`).
 
-    A fix that would compare a column with itself is refused: `ON T1.code = T2.code` with no `code`
-    in T2's table is a wrong join key, and `T1.code = T1.code` would join every row with every row.
+    A fix that would compare a column with itself is refused: in `ON T1.code = T2.code` with no
+    `code` in T2's table, `T1.code = T1.code` would join every row with every row. The column of
+    T2's own table that `code` most resembles (`CountryCode`) is tried instead.
     `run` runs a query (default: on `database`).
     """
     run = run or (lambda query: database.run(query, timeout=timeout))
     for _ in range(attempts):
-        fixed = _fix_one_name(sql, outcome.error or "", database)
+        fixed = next((sql_and_column for sql_and_column in _name_fixes(sql, outcome.error or "", database)
+                      if not _compares_with_itself(*sql_and_column)), None)
         if fixed is None:
             return None
-        sql, column = fixed
-        if column is not None:
-            same = rf"\b{re.escape(column)}"
-            if re.search(rf"{same}\s*(?:=|==|<>|!=|<=|>=|<|>)\s*{same}\b", sql, re.IGNORECASE):
-                return None
+        sql = fixed[0]
         outcome = run(sql)
         if outcome.ok:
             return sql if outcome.rows else None
     return None
 
 
-def _fix_one_name(sql: str, error: str, database: ReadOnlyDatabase) -> tuple[str, str | None] | None:
-    """sql with the missing name of error replaced, and the new `alias.column` where one was
-    written; None where no repair applies."""
+def _compares_with_itself(sql: str, column: str | None) -> bool:
+    if column is None:
+        return False
+    same = rf"\b{re.escape(column)}"
+    return re.search(rf"{same}\s*(?:=|==|<>|!=|<=|>=|<|>)\s*{same}\b", sql, re.IGNORECASE) is not None
+
+
+def _name_fixes(sql: str, error: str, database: ReadOnlyDatabase) -> Iterator[tuple[str, str | None]]:
+    """The ways to mend the name that error reports missing, best first: each is sql with the name
+    replaced, and the new `alias.column` where one was written."""
     tables: dict[str, set[str]] = {}  # alias (or table name) as written: the tables it stands for
     for table, name in _TABLE_REFERENCE.findall(sql):
         tables.setdefault((name or table).lower(), set()).add(table.lower())
@@ -428,32 +433,34 @@ def _fix_one_name(sql: str, error: str, database: ReadOnlyDatabase) -> tuple[str
     if missing_table is not None:
         table = missing_table.group(1)
         replacement = similar_name(table, database.tables())
-        if replacement is None:
-            return None
-        return _rename(sql, None, table, replacement), None
+        if replacement is not None:
+            yield _rename(sql, None, table, replacement), None
+        return
     match = _NO_SUCH_COLUMN.search(error)
     if match is None:
-        return None
+        return
     alias, column = match.groups()
     if alias is None:
         names = {table for owners in tables.values() for table in owners}
         replacement = similar_name(column, [c for table in sorted(names) for c in database.column_names(table)])
-        return None if replacement is None else (_rename(sql, None, column, replacement), None)
+        if replacement is not None:
+            yield _rename(sql, None, column, replacement), None
+        return
     owners_of_alias = tables.get(alias.lower(), set())
     if len(owners_of_alias) != 1:
-        return None
+        return
     owners = [name for name, names in tables.items()
               if len(names) == 1 and column.lower() in database.columns(next(iter(names)))]
     if len(owners) == 1 and owners[0] != alias.lower():
         owner = next(name or table for table, name in _TABLE_REFERENCE.findall(sql)
                      if (name or table).lower() == owners[0])  # as written
-        return _rename(sql, alias, column, column, owner), f"{owner}.{column}"
-    if owners:
-        return None
+        yield _rename(sql, alias, column, column, owner), f"{owner}.{column}"
+    if len(owners) > 1:
+        return
+    # no other table has it, or pointing there would compare it with itself: a misspelling?
     replacement = similar_name(column, database.column_names(next(iter(owners_of_alias))))
-    if replacement is None:
-        return None
-    return _rename(sql, alias, column, replacement), f"{alias}.{replacement}"
+    if replacement is not None:
+        yield _rename(sql, alias, column, replacement), f"{alias}.{replacement}"
 
 
 def _rename(sql: str, qualifier: str | None, name: str, new_name: str, new_qualifier: str | None = None) -> str:
