@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -128,15 +129,8 @@ def saved_parameter_count(model_dir: str | Path) -> int:
                 header = json.loads(file.read(size))
             except (UnicodeDecodeError, json.JSONDecodeError) as error:
                 raise SqloraError(f"{path}: not a safetensors file ({error})") from None
-        total += sum(_product(entry["shape"]) for name, entry in header.items() if name != "__metadata__")
+        total += sum(math.prod(entry["shape"]) for name, entry in header.items() if name != "__metadata__")
     return total
-
-
-def _product(shape: list[int]) -> int:
-    result = 1
-    for size in shape:
-        result *= size
-    return result
 
 
 def first_line(error: BaseException) -> str:

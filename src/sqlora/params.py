@@ -151,7 +151,7 @@ class PredictParams:
     num_candidates: int
     num_gpus: int                # 0 = all visible
     answer_prefix: str
-    repair_columns: bool         # point a column taken from the wrong table of a join at the right one
+    repair_columns: bool         # repair the table and column names SQLite reports missing (sqlexec.repair_names)
 
     @classmethod
     def read(cls, s: dict) -> PredictParams:

@@ -338,7 +338,7 @@ def _shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
 
 class Choice(NamedTuple):
     index: int       # the candidate kept
-    sql: str         # its SQL, with its columns repaired where that made it return rows
+    sql: str         # its SQL, with its names repaired where that made it return rows
     repaired: bool
 
 
@@ -426,9 +426,11 @@ def _compares_with_itself(sql: str, column: str | None) -> bool:
 def _name_fixes(sql: str, error: str, database: ReadOnlyDatabase) -> Iterator[tuple[str, str | None]]:
     """The ways to mend the name that error reports missing, best first: each is sql with the name
     replaced, and the new `alias.column` where one was written."""
-    tables: dict[str, set[str]] = {}  # alias (or table name) as written: the tables it stands for
+    tables: dict[str, set[str]] = {}  # alias (or table name), lower-cased: the tables it stands for
+    written: dict[str, str] = {}  # the same, as written
     for table, name in _TABLE_REFERENCE.findall(sql):
         tables.setdefault((name or table).lower(), set()).add(table.lower())
+        written.setdefault((name or table).lower(), name or table)
     missing_table = _NO_SUCH_TABLE.search(error)
     if missing_table is not None:
         table = missing_table.group(1)
@@ -452,8 +454,7 @@ def _name_fixes(sql: str, error: str, database: ReadOnlyDatabase) -> Iterator[tu
     owners = [name for name, names in tables.items()
               if len(names) == 1 and column.lower() in database.columns(next(iter(names)))]
     if len(owners) == 1 and owners[0] != alias.lower():
-        owner = next(name or table for table, name in _TABLE_REFERENCE.findall(sql)
-                     if (name or table).lower() == owners[0])  # as written
+        owner = written[owners[0]]
         yield _rename(sql, alias, column, column, owner), f"{owner}.{column}"
     if len(owners) > 1:
         return
