@@ -4,8 +4,8 @@ With predict.num_candidates > 1 the model offers that many answers (beam search)
 that runs without error on the question's database is kept (execution-guided decoding). With
 predict.repair_columns, where none runs and returns rows, the names SQLite reports missing are
 repaired: a column taken from the wrong table of a join is pointed at the one table that has it,
-and a misspelt table or column becomes the database's name it most resembles
-(sqlexec.repair_names)."""
+a misspelt table or column becomes the database's name it most resembles, and a column of a
+table the query lacks joins that table in through its foreign key (sqlexec.repair_names)."""
 
 from __future__ import annotations
 

@@ -583,3 +583,69 @@ def test_choose_sql_repairs_single_candidates_too(tmp_path):
     plain = sqlexec.choose_sql(questions, candidates, tmp_path / "db", extract=unwrap, repair=False)
     assert [c.sql for c in plain] == [broken, broken, "SELECT 1"]
     assert folder_digest(tmp_path / "db") == before
+
+
+# ---------------------------------------------------------------- joining a table the query lacks
+
+LINKED = """
+CREATE TABLE country (Code TEXT PRIMARY KEY, Name TEXT, Continent TEXT);
+CREATE TABLE city (ID INTEGER, Name TEXT, CountryCode TEXT REFERENCES country(Code), Population INTEGER);
+CREATE TABLE countrylanguage (CountryCode TEXT, Language TEXT, FOREIGN KEY (CountryCode) REFERENCES country);
+CREATE TABLE route (src TEXT REFERENCES country(Code), dst TEXT REFERENCES country(Code), Airline TEXT);
+CREATE TABLE planet (Galaxy TEXT);
+INSERT INTO country VALUES ('NOR', 'Norway', 'Europe'), ('PER', 'Peru', 'South America');
+INSERT INTO city VALUES (1, 'Oslo', 'NOR', 700000), (2, 'Lima', 'PER', 9000000);
+INSERT INTO countrylanguage VALUES ('NOR', 'Norwegian'), ('PER', 'Spanish');
+INSERT INTO route VALUES ('NOR', 'PER', 'KLM');
+INSERT INTO planet VALUES ('Milky Way');
+"""
+
+
+@pytest.fixture
+def linked(tmp_path):
+    path = make_database(tmp_path / "linked.sqlite", LINKED)
+    with ReadOnlyDatabase(path) as database:
+        yield database
+
+
+def test_foreign_keys_name_the_referenced_primary_key(linked):
+    assert set(linked.foreign_keys()) == {
+        ("city", "CountryCode", "country", "Code"),
+        ("countrylanguage", "CountryCode", "country", "Code"),  # REFERENCES country: its primary key
+        ("route", "src", "country", "Code"), ("route", "dst", "country", "Code")}
+    assert linked.run("PRAGMA foreign_key_list(city)").error == "refused: pragma"  # for the model, still refused
+
+
+@pytest.mark.parametrize("sql, fixed", [
+    ("SELECT T1.Name FROM city AS T1 WHERE T1.Continent = 'Europe'",
+     "SELECT T1.Name FROM city AS T1 JOIN country AS T2 ON T1.CountryCode = T2.Code WHERE T2.Continent = 'Europe'"),
+    # no aliases: the table by its name, and a name that both tables have is given its table
+    ("SELECT Name FROM city WHERE Continent = 'Europe'",
+     "SELECT city.Name FROM city JOIN country ON city.CountryCode = country.Code WHERE Continent = 'Europe'"),
+    # the key of a reference that names no column
+    ("SELECT count(DISTINCT Language) FROM country",
+     "SELECT count(DISTINCT Language) FROM country JOIN countrylanguage ON country.Code = countrylanguage.CountryCode"),
+    # in a subquery: joined there, before its WHERE, under the next free alias
+    ("SELECT Language FROM countrylanguage WHERE CountryCode IN (SELECT T2.CountryCode FROM city AS T2 WHERE T2.Continent = 'Europe')",
+     "SELECT Language FROM countrylanguage WHERE CountryCode IN (SELECT T2.CountryCode FROM city AS T2 "
+     "JOIN country AS T3 ON T2.CountryCode = T3.Code WHERE T3.Continent = 'Europe')"),
+    ("SELECT count(*) FROM (SELECT T1.Continent FROM city AS T1)",
+     "SELECT count(*) FROM (SELECT T2.Continent FROM city AS T1 JOIN country AS T2 ON T1.CountryCode = T2.Code)"),
+])
+def test_a_column_of_a_table_the_query_lacks_joins_it(linked, sql, fixed):
+    assert repaired(sql, linked) == fixed
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT T1.Language FROM city AS T1 WHERE T1.Name = 'Oslo'",       # countrylanguage links to country, not city
+    "SELECT Galaxy FROM city",                                         # no key links planet to city
+    "SELECT T1.Name FROM country AS T1 WHERE T1.Airline = 'KLM'",      # two keys link route to country
+    "SELECT T1.Name FROM city AS T1 WHERE T1.Continent = 'Atlantis'",  # joined, but no rows
+])
+def test_a_join_is_not_guessed(linked, sql):
+    assert repaired(sql, linked) is None
+
+
+def test_a_misspelt_join_key_is_renamed_not_joined(linked):
+    sql = "SELECT T2.Name FROM country AS T1 JOIN countrylanguage AS T3 ON T1.Code = T3.Code JOIN city AS T2 ON T1.Code = T2.CountryCode"
+    assert repaired(sql, linked) == sql.replace("T3.Code", "T3.CountryCode")

@@ -39,6 +39,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -145,6 +146,7 @@ class ReadOnlyDatabase:
         self.plain_open = False  # True when a network path had to be opened by name
         self._columns: dict[str, tuple[str, ...]] = {}
         self._tables: tuple[str, ...] | None = None
+        self._foreign_keys: tuple[tuple[str, str, str, str], ...] | None = None
         self._connection = self._open()
         # like the reference evaluator: text that is not valid UTF-8 loses the bad bytes
         self._connection.text_factory = lambda data: data.decode("utf-8", errors="ignore")
@@ -208,6 +210,32 @@ class ReadOnlyDatabase:
                 rows = []
             self._tables = tuple(name for (name,) in rows if not name.lower().startswith("sqlite_"))
         return self._tables
+
+    def foreign_keys(self) -> tuple[tuple[str, str, str, str], ...]:
+        """(table, column, referenced table, referenced column) for each foreign key the schema
+        declares, as written there; a reference that names no column stands for the referenced
+        table's primary key."""
+        if self._foreign_keys is None:
+            keys = []
+            self._connection.set_authorizer(None)  # these pragmas are ours, not a model's
+            try:
+                for table in self.tables():
+                    if not re.fullmatch(r"\w+", table):
+                        continue
+                    for row in self._connection.execute(f'PRAGMA foreign_key_list("{table}")').fetchall():
+                        referenced, column, referenced_column = row[2], row[3], row[4]
+                        if not referenced_column and re.fullmatch(r"\w+", referenced):
+                            primary = [r[1] for r in self._connection.execute(f'PRAGMA table_info("{referenced}")')
+                                       if r[5]]
+                            referenced_column = primary[0] if len(primary) == 1 else None
+                        if referenced_column:
+                            keys.append((table, column, referenced, referenced_column))
+            except sqlite3.Error:
+                pass
+            finally:
+                self._connection.set_authorizer(self._authorize)
+            self._foreign_keys = tuple(keys)
+        return self._foreign_keys
 
     def __enter__(self) -> ReadOnlyDatabase:
         return self
@@ -386,7 +414,7 @@ _TABLE_REFERENCE = re.compile(rf"""\b(?:from|join)\s+[`"\[]?(\w+)[`"\]]?"""
 def repair_names(sql: str, outcome: Outcome, database: ReadOnlyDatabase, timeout: float = 2.0,
                  attempts: int = 3, run: Callable[[str], Outcome] | None = None) -> str | None:
     """sql with the names that SQLite reports missing repaired, if the result runs and returns
-    rows; else None. Two repairs, tried in this order on each missing name:
+    rows; else None. Three repairs, tried in this order on each missing name:
 
     - a column taken from the wrong table: `T1.column` pointed at the one other table of the query
       that has that column. Small models join the right tables and then take a column from the
@@ -396,7 +424,12 @@ def repair_names(sql: str, outcome: Outcome, database: ReadOnlyDatabase, timeout
     - a misspelt name: a table that the database lacks, or a column that no table of the query
       has, replaced by the one name of the database (for a column: of the tables it may belong
       to) that it most resembles (`similar_name`: `pet_type` -> `PetType`, `area` ->
-      `SurfaceArea`, `cars` -> `cars_data`).
+      `SurfaceArea`, `cars` -> `cars_data`);
+    - a column of a table that the query lacks: the one table of the database outside the
+      query's SELECT that has the column, joined in through the one foreign key that links it to
+      a table of that SELECT (`_join_fix`). Small models often name the column they need and
+      leave out its table. The join is tried before a misspelling, but in a join condition
+      (`ON T1.a = T2.b`), whose tables are there already, after it.
 
     A fix that would compare a column with itself is refused: in `ON T1.code = T2.code` with no
     `code` in T2's table, `T1.code = T1.code` would join every row with every row. The column of
@@ -444,6 +477,9 @@ def _name_fixes(sql: str, error: str, database: ReadOnlyDatabase) -> Iterator[tu
     alias, column = match.groups()
     if alias is None:
         names = {table for owners in tables.values() for table in owners}
+        joined = _join_fix(sql, None, column, database)
+        if joined is not None:
+            yield joined
         replacement = similar_name(column, [c for table in sorted(names) for c in database.column_names(table)])
         if replacement is not None:
             yield _rename(sql, None, column, replacement), None
@@ -458,10 +494,145 @@ def _name_fixes(sql: str, error: str, database: ReadOnlyDatabase) -> Iterator[tu
         yield _rename(sql, alias, column, column, owner), f"{owner}.{column}"
     if len(owners) > 1:
         return
-    # no other table has it, or pointing there would compare it with itself: a misspelling?
+    # no other table of the query has it, or pointing there would compare it with itself: a table
+    # the query lacks, or a misspelling? In a join condition the tables are there: a misspelling.
+    joined = _join_fix(sql, alias, column, database) if not owners else None
     replacement = similar_name(column, database.column_names(next(iter(owners_of_alias))))
-    if replacement is not None:
-        yield _rename(sql, alias, column, replacement), f"{alias}.{replacement}"
+    misspelt = None if replacement is None else (_rename(sql, alias, column, replacement), f"{alias}.{replacement}")
+    for fix in (misspelt, joined) if _in_join_condition(sql, alias, column) else (joined, misspelt):
+        if fix is not None:
+            yield fix
+
+
+_CLAUSE_ENDS = frozenset({"where", "group", "order", "limit", "having", "union", "intersect", "except"})
+
+
+def _join_fix(sql: str, alias: str | None, column: str, database: ReadOnlyDatabase) -> tuple[str, str] | None:
+    """sql with the table that has `column` joined in, where the query lacks that table: the one
+    table of the database outside the query's SELECT that has the column, joined through the one
+    foreign key that links it to a table of that SELECT (`... FROM city AS T1 WHERE
+    T1.Continent = 'Asia'` -> `... FROM city AS T1 JOIN country AS T2 ON T1.CountryCode =
+    T2.Code WHERE T2.Continent = 'Asia'`). Bare names that the new table would make ambiguous
+    get their table written before them. Returns the new sql and the column as now written."""
+    tokens = tokenize(sql)
+    starts = [0]
+    for token in tokens:
+        starts.append(starts[-1] + len(token.text))
+    scope_of = _select_scopes(tokens)
+    words = [i for i, token in enumerate(tokens) if token.kind not in ("space", "comment")]
+    uses = []  # the missing column's tokens (for alias.column: the alias's)
+    for position, i in enumerate(words):
+        if tokens[i].kind != "word" or tokens[i].low != column.lower():
+            continue
+        after_dot = position >= 2 and tokens[words[position - 1]].text == "."
+        if alias is None and not after_dot:
+            uses.append(i)
+        elif alias is not None and after_dot and tokens[words[position - 2]].low == alias.lower():
+            uses.append(words[position - 2])
+    scopes = {scope_of[i] for i in uses}
+    if len(scopes) != 1:
+        return None
+    scope = scopes.pop()
+    every_name = set()
+    tables: dict[str, str] = {}  # name or alias in this SELECT, lower-cased -> its table ("": two tables)
+    written: dict[str, str] = {}
+    from_token = None
+    for match in _TABLE_REFERENCE.finditer(sql):
+        table, name = match.group(1), match.group(2) or match.group(1)
+        every_name.add(name.lower())
+        token_index = bisect_right(starts, match.start()) - 1
+        if scope_of[token_index] == scope:
+            from_token = token_index if from_token is None else from_token
+            tables[name.lower()] = table if tables.get(name.lower(), table).lower() == table.lower() else ""
+            written[name.lower()] = name
+    if from_token is None:
+        return None
+    in_scope = {table.lower() for table in tables.values()}
+    owners = [table for table in database.tables()
+              if table.lower() not in in_scope and column.lower() in database.columns(table)]
+    if len(owners) != 1:
+        return None
+    new_table = owners[0]
+    links = {(name, own, other) for name, table in tables.items() if table
+             for own, other in _key_pairs(database, table, new_table)}
+    if alias is not None and any(name == alias.lower() for name, _, _ in links):
+        links = {link for link in links if link[0] == alias.lower()}
+    if len(links) != 1:
+        return None
+    name, own, other = links.pop()
+    numbered = [int(n[1:]) for n in every_name if re.fullmatch(r"t\d+", n)]
+    new_name = f"T{max(numbered) + 1}" if numbered else new_table
+    if new_name.lower() in every_name:
+        return None
+    out = [token.text for token in tokens]
+    if alias is not None:
+        for i in uses:
+            out[i] = new_name
+    ambiguous = {c for c in database.columns(new_table)
+                 if sum(c in database.columns(table) for table in tables.values() if table) == 1}
+    for position, i in enumerate(words):
+        token = tokens[i]
+        if scope_of[i] != scope or token.kind != "word" or token.low not in ambiguous:
+            continue
+        before = tokens[words[position - 1]] if position else None
+        after = tokens[words[position + 1]] if position + 1 < len(words) else None
+        if (before is not None and (before.text == "." or before.low in ("from", "join", "as"))) or \
+                (after is not None and after.text in ("(", ".")):
+            continue
+        owner = next(n for n, table in tables.items() if table and token.low in database.columns(table))
+        out[i] = f"{written[owner]}.{token.text}"
+    depth, end = 0, len(tokens)
+    for j in range(from_token + 1, len(tokens)):
+        token = tokens[j]
+        depth += (token.text == "(") - (token.text == ")")
+        if depth < 0 or token.text == ";" or (depth == 0 and token.kind == "word" and token.low in _CLAUSE_ENDS):
+            end = j
+            break
+    alias_part = "" if new_name == new_table else f" AS {new_name}"
+    join = f" JOIN {new_table}{alias_part} ON {written[name]}.{own} = {new_name}.{other}"
+    head, tail = "".join(out[:end]).rstrip(), "".join(out[end:])
+    tail = tail.lstrip()
+    return head + join + (" " if tail[:1].isalnum() else "") + tail, f"{new_name}.{column}"
+
+
+def _in_join_condition(sql: str, alias: str, column: str) -> bool:
+    """True where `alias.column` is a side of a join condition (`ON T1.a = alias.column`)."""
+    reference = rf"{re.escape(alias)}\s*\.\s*{re.escape(column)}"
+    return re.search(rf"\bon\s+(?:{reference}\s*=|[\w.]+\s*=\s*{reference}\b)", sql, re.IGNORECASE) is not None
+
+
+def _key_pairs(database: ReadOnlyDatabase, table: str, other: str) -> list[tuple[str, str]]:
+    """(column of table, column of other) for each foreign key between the two tables."""
+    pairs = []
+    for source, column, target, target_column in database.foreign_keys():
+        if source.lower() == table.lower() and target.lower() == other.lower():
+            pairs.append((column, target_column))
+        elif source.lower() == other.lower() and target.lower() == table.lower():
+            pairs.append((target_column, column))
+    return pairs
+
+
+def _select_scopes(tokens: list) -> list[int]:
+    """For each token, the SELECT it belongs to: 0 for the outermost, a new number for each
+    subquery and for each part of a UNION, INTERSECT or EXCEPT."""
+    scope_of, stack = [], []
+    current = count = 0
+    after_paren = False
+    for token in tokens:
+        if token.kind == "word" and token.low == "select" and after_paren:
+            count += 1
+            current = count
+        elif token.kind == "word" and token.low in ("union", "intersect", "except"):
+            count += 1
+            current = count
+        if token.text == "(":
+            stack.append(current)
+        elif token.text == ")" and stack:
+            current = stack.pop()
+        scope_of.append(current)
+        if token.kind not in ("space", "comment"):
+            after_paren = token.text == "("
+    return scope_of
 
 
 def _rename(sql: str, qualifier: str | None, name: str, new_name: str, new_qualifier: str | None = None) -> str:
