@@ -631,13 +631,16 @@ def test_foreign_keys_name_the_referenced_primary_key(linked):
      "JOIN country AS T3 ON T2.CountryCode = T3.Code WHERE T3.Continent = 'Europe')"),
     ("SELECT count(*) FROM (SELECT T1.Continent FROM city AS T1)",
      "SELECT count(*) FROM (SELECT T2.Continent FROM city AS T1 JOIN country AS T2 ON T1.CountryCode = T2.Code)"),
+    # no key links countrylanguage to city: through country, the one table between them
+    ("SELECT T1.Language FROM city AS T1 WHERE T1.Name = 'Oslo'",
+     "SELECT T3.Language FROM city AS T1 JOIN country AS T2 ON T1.CountryCode = T2.Code "
+     "JOIN countrylanguage AS T3 ON T2.Code = T3.CountryCode WHERE T1.Name = 'Oslo'"),
 ])
 def test_a_column_of_a_table_the_query_lacks_joins_it(linked, sql, fixed):
     assert repaired(sql, linked) == fixed
 
 
 @pytest.mark.parametrize("sql", [
-    "SELECT T1.Language FROM city AS T1 WHERE T1.Name = 'Oslo'",       # countrylanguage links to country, not city
     "SELECT Galaxy FROM city",                                         # no key links planet to city
     "SELECT T1.Name FROM country AS T1 WHERE T1.Airline = 'KLM'",      # two keys link route to country
     "SELECT T1.Name FROM city AS T1 WHERE T1.Continent = 'Atlantis'",  # joined, but no rows
@@ -649,3 +652,22 @@ def test_a_join_is_not_guessed(linked, sql):
 def test_a_misspelt_join_key_is_renamed_not_joined(linked):
     sql = "SELECT T2.Name FROM country AS T1 JOIN countrylanguage AS T3 ON T1.Code = T3.Code JOIN city AS T2 ON T1.Code = T2.CountryCode"
     assert repaired(sql, linked) == sql.replace("T3.Code", "T3.CountryCode")
+
+
+def test_a_table_two_keys_away_is_joined_through_the_one_between(tmp_path):
+    path = make_database(tmp_path / "cars.sqlite", """
+        CREATE TABLE model_list (ModelId INTEGER PRIMARY KEY, Model TEXT UNIQUE);
+        CREATE TABLE car_names (MakeId INTEGER PRIMARY KEY, Model TEXT REFERENCES model_list(Model), Make TEXT);
+        CREATE TABLE cars_data (Id INTEGER REFERENCES car_names(MakeId), Horsepower INTEGER, Cylinders INTEGER);
+        INSERT INTO model_list VALUES (1, 'chevrolet');
+        INSERT INTO car_names VALUES (1, 'chevrolet', 'chevrolet chevelle malibu');
+        INSERT INTO cars_data VALUES (1, 130, 8);
+    """)
+    with ReadOnlyDatabase(path) as database:
+        assert repaired("SELECT T1.Model FROM model_list AS T1 WHERE T1.Horsepower > 100", database) == (
+            "SELECT T1.Model FROM model_list AS T1 JOIN car_names AS T2 ON T1.Model = T2.Model "
+            "JOIN cars_data AS T3 ON T2.MakeId = T3.Id WHERE T3.Horsepower > 100")
+        # the same without aliases: Model, in two tables now, is written with its table
+        assert repaired("SELECT Model FROM model_list WHERE Cylinders = 8", database) == (
+            "SELECT model_list.Model FROM model_list JOIN car_names ON model_list.Model = car_names.Model "
+            "JOIN cars_data ON car_names.MakeId = cars_data.Id WHERE Cylinders = 8")

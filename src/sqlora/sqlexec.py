@@ -217,7 +217,8 @@ class ReadOnlyDatabase:
         table's primary key."""
         if self._foreign_keys is None:
             keys = []
-            self._connection.set_authorizer(None)  # these pragmas are ours, not a model's
+            # these pragmas are ours, not a model's (None, which turns the authorizer off, needs Python 3.11)
+            self._connection.set_authorizer(lambda *_: sqlite3.SQLITE_OK)
             try:
                 for table in self.tables():
                     if not re.fullmatch(r"\w+", table):
@@ -427,7 +428,7 @@ def repair_names(sql: str, outcome: Outcome, database: ReadOnlyDatabase, timeout
       `SurfaceArea`, `cars` -> `cars_data`);
     - a column of a table that the query lacks: the one table of the database outside the
       query's SELECT that has the column, joined in through the one foreign key that links it to
-      a table of that SELECT (`_join_fix`). Small models often name the column they need and
+      a table of that SELECT, or through the one table between them (`_join_fix`). Small models often name the column they need and
       leave out its table. The join is tried before a misspelling, but in a join condition
       (`ON T1.a = T2.b`), whose tables are there already, after it.
 
@@ -512,8 +513,9 @@ def _join_fix(sql: str, alias: str | None, column: str, database: ReadOnlyDataba
     table of the database outside the query's SELECT that has the column, joined through the one
     foreign key that links it to a table of that SELECT (`... FROM city AS T1 WHERE
     T1.Continent = 'Asia'` -> `... FROM city AS T1 JOIN country AS T2 ON T1.CountryCode =
-    T2.Code WHERE T2.Continent = 'Asia'`). Bare names that the new table would make ambiguous
-    get their table written before them. Returns the new sql and the column as now written."""
+    T2.Code WHERE T2.Continent = 'Asia'`), or where no key does, through the one table between
+    them (`_key_routes`). Bare names that the new tables would make ambiguous get their table
+    written before them. Returns the new sql and the column as now written."""
     tokens = tokenize(sql)
     starts = [0]
     for token in tokens:
@@ -553,23 +555,23 @@ def _join_fix(sql: str, alias: str | None, column: str, database: ReadOnlyDataba
     if len(owners) != 1:
         return None
     new_table = owners[0]
-    links = {(name, own, other) for name, table in tables.items() if table
-             for own, other in _key_pairs(database, table, new_table)}
-    if alias is not None and any(name == alias.lower() for name, _, _ in links):
-        links = {link for link in links if link[0] == alias.lower()}
-    if len(links) != 1:
+    routes = _key_routes(database, tables, new_table)
+    if alias is not None and any(route[0] == alias.lower() for route in routes):
+        routes = {route for route in routes if route[0] == alias.lower()}
+    if len(routes) != 1:
         return None
-    name, own, other = links.pop()
+    name, steps = routes.pop()
     numbered = [int(n[1:]) for n in every_name if re.fullmatch(r"t\d+", n)]
-    new_name = f"T{max(numbered) + 1}" if numbered else new_table
-    if new_name.lower() in every_name:
+    step_names = [f"T{max(numbered) + k}" if numbered else table for k, (_, table, _) in enumerate(steps, 1)]
+    if any(step_name.lower() in every_name for step_name in step_names):
         return None
+    new_name = step_names[-1]
     out = [token.text for token in tokens]
     if alias is not None:
         for i in uses:
             out[i] = new_name
-    ambiguous = {c for c in database.columns(new_table)
-                 if sum(c in database.columns(table) for table in tables.values() if table) == 1}
+    ambiguous = {c for _, table, _ in steps for c in database.columns(table)
+                 if sum(c in database.columns(owner) for owner in tables.values() if owner) == 1}
     for position, i in enumerate(words):
         token = tokens[i]
         if scope_of[i] != scope or token.kind != "word" or token.low not in ambiguous:
@@ -588,8 +590,11 @@ def _join_fix(sql: str, alias: str | None, column: str, database: ReadOnlyDataba
         if depth < 0 or token.text == ";" or (depth == 0 and token.kind == "word" and token.low in _CLAUSE_ENDS):
             end = j
             break
-    alias_part = "" if new_name == new_table else f" AS {new_name}"
-    join = f" JOIN {new_table}{alias_part} ON {written[name]}.{own} = {new_name}.{other}"
+    join, previous = "", written[name]
+    for (key, table, table_key), step_name in zip(steps, step_names):
+        as_name = "" if step_name == table else f" AS {step_name}"
+        join += f" JOIN {table}{as_name} ON {previous}.{key} = {step_name}.{table_key}"
+        previous = step_name
     head, tail = "".join(out[:end]).rstrip(), "".join(out[end:])
     tail = tail.lstrip()
     return head + join + (" " if tail[:1].isalnum() else "") + tail, f"{new_name}.{column}"
@@ -599,6 +604,22 @@ def _in_join_condition(sql: str, alias: str, column: str) -> bool:
     """True where `alias.column` is a side of a join condition (`ON T1.a = alias.column`)."""
     reference = rf"{re.escape(alias)}\s*\.\s*{re.escape(column)}"
     return re.search(rf"\bon\s+(?:{reference}\s*=|[\w.]+\s*=\s*{reference}\b)", sql, re.IGNORECASE) is not None
+
+
+def _key_routes(database: ReadOnlyDatabase, tables: dict[str, str], target: str) -> set[tuple[str, tuple]]:
+    """The ways to join target to a table of a SELECT (tables: name or alias -> table, "" for
+    none) by foreign keys: directly, else through one table that the SELECT lacks. Each is the
+    name in the SELECT it starts from and its steps, (key, table joined, that table's key)."""
+    direct = {(name, ((own, target, other),)) for name, table in tables.items() if table
+              for own, other in _key_pairs(database, table, target)}
+    if direct:
+        return direct
+    in_select = {table.lower() for table in tables.values()}
+    return {(name, ((own, middle, middle_own), (middle_other, target, other)))
+            for name, table in tables.items() if table
+            for middle in database.tables() if middle.lower() not in in_select and middle != target
+            for own, middle_own in _key_pairs(database, table, middle)
+            for middle_other, other in _key_pairs(database, middle, target)}
 
 
 def _key_pairs(database: ReadOnlyDatabase, table: str, other: str) -> list[tuple[str, str]]:
