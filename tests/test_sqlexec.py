@@ -593,11 +593,13 @@ CREATE TABLE city (ID INTEGER, Name TEXT, CountryCode TEXT REFERENCES country(Co
 CREATE TABLE countrylanguage (CountryCode TEXT, Language TEXT, FOREIGN KEY (CountryCode) REFERENCES country);
 CREATE TABLE route (src TEXT REFERENCES country(Code), dst TEXT REFERENCES country(Code), Airline TEXT);
 CREATE TABLE planet (Galaxy TEXT);
+CREATE TABLE visit (CityID INTEGER REFERENCES city(ID), CountryCode TEXT REFERENCES country(Code), Day TEXT);
 INSERT INTO country VALUES ('NOR', 'Norway', 'Europe'), ('PER', 'Peru', 'South America');
 INSERT INTO city VALUES (1, 'Oslo', 'NOR', 700000), (2, 'Lima', 'PER', 9000000);
 INSERT INTO countrylanguage VALUES ('NOR', 'Norwegian'), ('PER', 'Spanish');
 INSERT INTO route VALUES ('NOR', 'PER', 'KLM');
 INSERT INTO planet VALUES ('Milky Way');
+INSERT INTO visit VALUES (1, 'NOR', 'Monday');
 """
 
 
@@ -612,7 +614,8 @@ def test_foreign_keys_name_the_referenced_primary_key(linked):
     assert set(linked.foreign_keys()) == {
         ("city", "CountryCode", "country", "Code"),
         ("countrylanguage", "CountryCode", "country", "Code"),  # REFERENCES country: its primary key
-        ("route", "src", "country", "Code"), ("route", "dst", "country", "Code")}
+        ("route", "src", "country", "Code"), ("route", "dst", "country", "Code"),
+        ("visit", "CityID", "city", "ID"), ("visit", "CountryCode", "country", "Code")}
     assert linked.run("PRAGMA foreign_key_list(city)").error == "refused: pragma"  # for the model, still refused
 
 
@@ -644,6 +647,7 @@ def test_a_column_of_a_table_the_query_lacks_joins_it(linked, sql, fixed):
     "SELECT Galaxy FROM city",                                         # no key links planet to city
     "SELECT T1.Name FROM country AS T1 WHERE T1.Airline = 'KLM'",      # two keys link route to country
     "SELECT T1.Name FROM city AS T1 WHERE T1.Continent = 'Atlantis'",  # joined, but no rows
+    "SELECT T1.Day FROM visit AS T1 WHERE T1.Name = 'Oslo'",           # city and country: equally near
 ])
 def test_a_join_is_not_guessed(linked, sql):
     assert repaired(sql, linked) is None
@@ -654,7 +658,7 @@ def test_a_misspelt_join_key_is_renamed_not_joined(linked):
     assert repaired(sql, linked) == sql.replace("T3.Code", "T3.CountryCode")
 
 
-def test_a_table_two_keys_away_is_joined_through_the_one_between(tmp_path):
+def test_the_nearest_table_is_joined_through_the_one_between_if_need_be(tmp_path):
     path = make_database(tmp_path / "cars.sqlite", """
         CREATE TABLE model_list (ModelId INTEGER PRIMARY KEY, Model TEXT UNIQUE);
         CREATE TABLE car_names (MakeId INTEGER PRIMARY KEY, Model TEXT REFERENCES model_list(Model), Make TEXT);
@@ -667,6 +671,9 @@ def test_a_table_two_keys_away_is_joined_through_the_one_between(tmp_path):
         assert repaired("SELECT T1.Model FROM model_list AS T1 WHERE T1.Horsepower > 100", database) == (
             "SELECT T1.Model FROM model_list AS T1 JOIN car_names AS T2 ON T1.Model = T2.Model "
             "JOIN cars_data AS T3 ON T2.MakeId = T3.Id WHERE T3.Horsepower > 100")
+        # Model is in car_names and model_list: car_names, one key away, is the nearer
+        assert repaired("SELECT Model FROM cars_data ORDER BY Horsepower DESC LIMIT 1", database) == (
+            "SELECT Model FROM cars_data JOIN car_names ON cars_data.Id = car_names.MakeId ORDER BY Horsepower DESC LIMIT 1")
         # the same without aliases: Model, in two tables now, is written with its table
         assert repaired("SELECT Model FROM model_list WHERE Cylinders = 8", database) == (
             "SELECT model_list.Model FROM model_list JOIN car_names ON model_list.Model = car_names.Model "

@@ -426,9 +426,9 @@ def repair_names(sql: str, outcome: Outcome, database: ReadOnlyDatabase, timeout
       has, replaced by the one name of the database (for a column: of the tables it may belong
       to) that it most resembles (`similar_name`: `pet_type` -> `PetType`, `area` ->
       `SurfaceArea`, `cars` -> `cars_data`);
-    - a column of a table that the query lacks: the one table of the database outside the
-      query's SELECT that has the column, joined in through the one foreign key that links it to
-      a table of that SELECT, or through the one table between them (`_join_fix`). Small models often name the column they need and
+    - a column of a table that the query lacks: of the tables outside the query's SELECT that
+      have the column, the one nearest by foreign keys, joined in through the one key that links
+      it to a table of that SELECT, or through the one table between them (`_join_fix`). Small models often name the column they need and
       leave out its table. The join is tried before a misspelling, but in a join condition
       (`ON T1.a = T2.b`), whose tables are there already, after it.
 
@@ -509,13 +509,14 @@ _CLAUSE_ENDS = frozenset({"where", "group", "order", "limit", "having", "union",
 
 
 def _join_fix(sql: str, alias: str | None, column: str, database: ReadOnlyDatabase) -> tuple[str, str] | None:
-    """sql with the table that has `column` joined in, where the query lacks that table: the one
-    table of the database outside the query's SELECT that has the column, joined through the one
-    foreign key that links it to a table of that SELECT (`... FROM city AS T1 WHERE
+    """sql with the table that has `column` joined in, where the query lacks that table: of the
+    tables outside the query's SELECT that have the column, the one nearest to that SELECT by
+    foreign keys, joined through the one key that links them (`... FROM city AS T1 WHERE
     T1.Continent = 'Asia'` -> `... FROM city AS T1 JOIN country AS T2 ON T1.CountryCode =
     T2.Code WHERE T2.Continent = 'Asia'`), or where no key does, through the one table between
-    them (`_key_routes`). Bare names that the new tables would make ambiguous get their table
-    written before them. Returns the new sql and the column as now written."""
+    them (`_key_routes`). Two tables equally near, or two ways to join one, are no answer. Bare
+    names that the new tables would make ambiguous get their table written before them.
+    Returns the new sql and the column as now written."""
     tokens = tokenize(sql)
     starts = [0]
     for token in tokens:
@@ -550,17 +551,19 @@ def _join_fix(sql: str, alias: str | None, column: str, database: ReadOnlyDataba
     if from_token is None:
         return None
     in_scope = {table.lower() for table in tables.values()}
-    owners = [table for table in database.tables()
-              if table.lower() not in in_scope and column.lower() in database.columns(table)]
-    if len(owners) != 1:
+    found = []  # (steps, routes) for each table outside the SELECT that has the column
+    for table in database.tables():
+        if table.lower() in in_scope or column.lower() not in database.columns(table):
+            continue
+        routes = _key_routes(database, tables, table)
+        if alias is not None and any(route[0] == alias.lower() for route in routes):
+            routes = {route for route in routes if route[0] == alias.lower()}
+        if routes:
+            found.append((len(next(iter(routes))[1]), routes))
+    nearest = [routes for steps, routes in found if steps == min(steps for steps, _ in found)]
+    if len(nearest) != 1 or len(nearest[0]) != 1:
         return None
-    new_table = owners[0]
-    routes = _key_routes(database, tables, new_table)
-    if alias is not None and any(route[0] == alias.lower() for route in routes):
-        routes = {route for route in routes if route[0] == alias.lower()}
-    if len(routes) != 1:
-        return None
-    name, steps = routes.pop()
+    name, steps = next(iter(nearest[0]))
     numbered = [int(n[1:]) for n in every_name if re.fullmatch(r"t\d+", n)]
     step_names = [f"T{max(numbered) + k}" if numbered else table for k, (_, table, _) in enumerate(steps, 1)]
     if any(step_name.lower() in every_name for step_name in step_names):
