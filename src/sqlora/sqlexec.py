@@ -573,26 +573,13 @@ def _join_fix(sql: str, alias: str | None, column: str, database: ReadOnlyDataba
     if alias is not None:
         for i in uses:
             out[i] = new_name
-    ambiguous = {c for _, table, _ in steps for c in database.columns(table)
-                 if sum(c in database.columns(owner) for owner in tables.values() if owner) == 1}
-    for position, i in enumerate(words):
-        token = tokens[i]
-        if scope_of[i] != scope or token.kind != "word" or token.low not in ambiguous:
-            continue
-        before = tokens[words[position - 1]] if position else None
-        after = tokens[words[position + 1]] if position + 1 < len(words) else None
-        if (before is not None and (before.text == "." or before.low in ("from", "join", "as"))) or \
-                (after is not None and after.text in ("(", ".")):
-            continue
-        owner = next(n for n, table in tables.items() if table and token.low in database.columns(table))
-        out[i] = f"{written[owner]}.{token.text}"
-    depth, end = 0, len(tokens)
-    for j in range(from_token + 1, len(tokens)):
-        token = tokens[j]
-        depth += (token.text == "(") - (token.text == ")")
-        if depth < 0 or token.text == ";" or (depth == 0 and token.kind == "word" and token.low in _CLAUSE_ENDS):
-            end = j
-            break
+    # a bare name that one table of the SELECT has, and a joined table too, gets its table
+    owner_of = {c: written[n] for n, table in tables.items() if table for c in database.columns(table)
+                if sum(c in database.columns(other) for other in tables.values() if other) == 1}
+    joined_columns = {c for _, table, _ in steps for c in database.columns(table)}
+    for i in _bare_names(tokens, words, scope_of, scope, joined_columns & owner_of.keys()):
+        out[i] = f"{owner_of[tokens[i].low]}.{tokens[i].text}"
+    end = _end_of_from(tokens, from_token)
     join, previous = "", written[name]
     for (key, table, table_key), step_name in zip(steps, step_names):
         as_name = "" if step_name == table else f" AS {step_name}"
@@ -601,6 +588,35 @@ def _join_fix(sql: str, alias: str | None, column: str, database: ReadOnlyDataba
     head, tail = "".join(out[:end]).rstrip(), "".join(out[end:])
     tail = tail.lstrip()
     return head + join + (" " if tail[:1].isalnum() else "") + tail, f"{new_name}.{column}"
+
+
+def _bare_names(tokens: list, words: list[int], scope_of: list[int], scope: int, names: set[str]) -> list[int]:
+    """The tokens of one SELECT that are names, not after a dot, among `names` (lower-cased):
+    not a function, a qualifier, a table or an alias."""
+    found = []
+    for position, i in enumerate(words):
+        token = tokens[i]
+        if scope_of[i] != scope or token.kind != "word" or token.low not in names:
+            continue
+        before = tokens[words[position - 1]] if position else None
+        after = tokens[words[position + 1]] if position + 1 < len(words) else None
+        if (before is None or (before.text != "." and before.low not in ("from", "join", "as"))) and \
+                (after is None or after.text not in ("(", ".")):
+            found.append(i)
+    return found
+
+
+def _end_of_from(tokens: list, from_token: int) -> int:
+    """The token after the FROM clause that starts at from_token (its joins included): a WHERE,
+    GROUP, ORDER, LIMIT, HAVING or set operation of the same SELECT, the parenthesis that closes
+    it, a semicolon, or the end."""
+    depth = 0
+    for j in range(from_token + 1, len(tokens)):
+        token = tokens[j]
+        depth += (token.text == "(") - (token.text == ")")
+        if depth < 0 or token.text == ";" or (depth == 0 and token.kind == "word" and token.low in _CLAUSE_ENDS):
+            return j
+    return len(tokens)
 
 
 def _in_join_condition(sql: str, alias: str, column: str) -> bool:
