@@ -38,9 +38,9 @@ def serialize_schema(db: dict, fmt: str) -> str:
 
 def schema_format_for(parameters: int) -> str:
     """What `data.schema_format: auto` gives a model of this many parameters. Measured on Spider
-    (docs/RESULTS.md, "Repairing names"): with 2 candidates, CREATE TABLE statements gained
-    Qwen2.5-Coder-0.5B 1.7 points and cost SmolLM2-135M 0.6; their longer prompts also cost time
-    and memory."""
+    (docs/RESULTS.md, "Repairing names"): with 2 candidates and today's repairs, CREATE TABLE
+    statements gained Qwen2.5-Coder-0.5B 1.7 points and SmolLM2-135M 0.4 (one training seed
+    each, within the spread between seeds); their longer prompts also cost time and memory."""
     return "compact" if parameters <= SMALL_MODEL_PARAMETERS else "ddl"
 
 

@@ -428,9 +428,10 @@ def repair_names(sql: str, outcome: Outcome, database: ReadOnlyDatabase, timeout
       `SurfaceArea`, `cars` -> `cars_data`);
     - a column of a table that the query lacks: of the tables outside the query's SELECT that
       have the column, the one nearest by foreign keys, joined in through the one key that links
-      it to a table of that SELECT, or through the one table between them (`_join_fix`). Small models often name the column they need and
-      leave out its table. The join is tried before a misspelling, but in a join condition
-      (`ON T1.a = T2.b`), whose tables are there already, after it.
+      it to a table of that SELECT, or through the one table between them (`_join_fix`). Small
+      models often name the column they need and leave out its table. The join is tried before
+      a misspelling, but in a join condition (`ON T1.a = T2.b`), whose tables are there
+      already, after it.
 
     A fix that would compare a column with itself is refused: in `ON T1.code = T2.code` with no
     `code` in T2's table, `T1.code = T1.code` would join every row with every row. The column of
@@ -497,12 +498,16 @@ def _name_fixes(sql: str, error: str, database: ReadOnlyDatabase) -> Iterator[tu
         return
     # no other table of the query has it, or pointing there would compare it with itself: a table
     # the query lacks, or a misspelling? In a join condition the tables are there: a misspelling.
-    joined = _join_fix(sql, alias, column, database) if not owners else None
     replacement = similar_name(column, database.column_names(next(iter(owners_of_alias))))
     misspelt = None if replacement is None else (_rename(sql, alias, column, replacement), f"{alias}.{replacement}")
-    for fix in (misspelt, joined) if _in_join_condition(sql, alias, column) else (joined, misspelt):
-        if fix is not None:
-            yield fix
+    in_join_condition = _in_join_condition(sql, alias, column)
+    if in_join_condition and misspelt is not None:
+        yield misspelt
+    joined = _join_fix(sql, alias, column, database) if not owners else None  # only when asked for
+    if joined is not None:
+        yield joined
+    if not in_join_condition and misspelt is not None:
+        yield misspelt
 
 
 _CLAUSE_ENDS = frozenset({"where", "group", "order", "limit", "having", "union", "intersect", "except"})
@@ -523,15 +528,8 @@ def _join_fix(sql: str, alias: str | None, column: str, database: ReadOnlyDataba
         starts.append(starts[-1] + len(token.text))
     scope_of = _select_scopes(tokens)
     words = [i for i, token in enumerate(tokens) if token.kind not in ("space", "comment")]
-    uses = []  # the missing column's tokens (for alias.column: the alias's)
-    for position, i in enumerate(words):
-        if tokens[i].kind != "word" or tokens[i].low != column.lower():
-            continue
-        after_dot = position >= 2 and tokens[words[position - 1]].text == "."
-        if alias is None and not after_dot:
-            uses.append(i)
-        elif alias is not None and after_dot and tokens[words[position - 2]].low == alias.lower():
-            uses.append(words[position - 2])
+    # the missing column's tokens (for alias.column: the alias's)
+    uses = [i if qualifier is None else qualifier for i, qualifier in _references(tokens, words, alias, column)]
     scopes = {scope_of[i] for i in uses}
     if len(scopes) != 1:
         return None
@@ -681,18 +679,27 @@ def _rename(sql: str, qualifier: str | None, name: str, new_name: str, new_quali
     tokens = tokenize(sql)
     words = [i for i, token in enumerate(tokens) if token.kind not in ("space", "comment")]
     out = [token.text for token in tokens]
+    for i, qualifier_index in _references(tokens, words, qualifier, name):
+        out[i] = new_name
+        if qualifier_index is not None and new_qualifier is not None:
+            out[qualifier_index] = new_qualifier
+    return "".join(out)
+
+
+def _references(tokens: list, words: list[int], qualifier: str | None, name: str) -> list[tuple[int, int | None]]:
+    """Where `name` is written bare (qualifier None: not after a dot) or as `qualifier.name`: the
+    index of each such name token, and of its qualifier's token (None when bare). words: the
+    indices of the tokens that are not space or comments."""
+    found = []
     for position, i in enumerate(words):
-        token = tokens[i]
-        if token.kind != "word" or token.low != name.lower():
+        if tokens[i].kind != "word" or tokens[i].low != name.lower():
             continue
         after_dot = position >= 2 and tokens[words[position - 1]].text == "."
         if qualifier is None and not after_dot:
-            out[i] = new_name
+            found.append((i, None))
         elif qualifier is not None and after_dot and tokens[words[position - 2]].low == qualifier.lower():
-            out[i] = new_name
-            if new_qualifier is not None:
-                out[words[position - 2]] = new_qualifier
-    return "".join(out)
+            found.append((i, words[position - 2]))
+    return found
 
 
 def _name_key(name: str) -> str:
