@@ -45,11 +45,23 @@ def child(how: str, model: Path, base: Path) -> None:
         mark("load weights")
         AutoTokenizer.from_pretrained(str(model))
         mark("load tokenizer")
-    else:
-        from sqlora.modeling import load_for_inference
+    else:  # the steps of sqlora.modeling.load_for_inference(dequantize=True), one by one
+        from sqlora import modeling
         from sqlora.params import Params
-        load_for_inference(model, base, Params.read().quant, dequantize=True)
-        mark("import bitsandbytes and peft; quantize, dequantize, merge; tokenizer")
+        quant = Params.read().quant
+        modeling.import_bitsandbytes()
+        mark("import bitsandbytes")
+        from peft import PeftModel
+        mark("import peft")
+        quantized = modeling.load_quantized_model(base, quant, device=device)
+        mark("load and quantize weights")
+        plain = modeling.dequantize_layers(quantized, quant)
+        mark("dequantize")
+        if modeling.is_adapter(model):
+            PeftModel.from_pretrained(plain, str(model)).merge_and_unload()
+            mark("merge adapter")
+        modeling.load_tokenizer(modeling.tokenizer_dir(model, base) if modeling.is_adapter(model) else base)
+        mark("load tokenizer")
     if device != "cpu":
         torch.cuda.synchronize()
     print(json.dumps({**phases, "total": round(sum(phases.values()), 2)}))

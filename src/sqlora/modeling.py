@@ -297,11 +297,14 @@ def load_dequantized_model(model_dir: str | Path, quant: QuantParams, *, trust_r
     Merging an adapter into this model reproduces the trained model; merging into the original
     16-bit weights would not (it never saw them), and merging into 4-bit weights re-rounds them.
     """
-    import torch
-
     model = load_quantized_model(model_dir, quant, trust_remote_code=trust_remote_code, device=device)
-    if quant.bits == 16:
-        return model
+    return model if quant.bits == 16 else dequantize_layers(model, quant)
+
+
+def dequantize_layers(model, quant: QuantParams):
+    """Each bitsandbytes layer of `model` replaced by a plain `nn.Linear` holding its weights as
+    they were quantized, in the compute dtype."""
+    import torch
     from peft.utils.integrations import dequantize_module_weight
 
     dtype = compute_dtype(quant.bnb_4bit_compute_dtype)
