@@ -305,7 +305,6 @@ def dequantize_layers(model, quant: QuantParams):
     """Each bitsandbytes layer of `model` replaced by a plain `nn.Linear` holding its weights as
     they were quantized, in the compute dtype."""
     import torch
-    from peft.utils.integrations import dequantize_module_weight
 
     dtype = compute_dtype(quant.bnb_4bit_compute_dtype)
     quantized = [(name, module) for name, module in model.named_modules()
@@ -314,7 +313,7 @@ def dequantize_layers(model, quant: QuantParams):
         linear = torch.nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
                                  device=module.weight.device, dtype=dtype)
         with torch.no_grad():
-            linear.weight.copy_(dequantize_module_weight(module).to(dtype))
+            linear.weight.copy_(dequantized_weight(module).to(dtype))
             if module.bias is not None:
                 linear.bias.copy_(module.bias.to(dtype))
         parent_name, _, child = name.rpartition(".")
@@ -327,6 +326,19 @@ def dequantize_layers(model, quant: QuantParams):
         del model.config.quantization_config
     model.config.dtype = dtype
     return model
+
+
+def dequantized_weight(module):
+    """A bitsandbytes layer's weight as a plain tensor (what PEFT's `dequantize_module_weight`
+    computes; called directly for 4-bit, since importing PEFT takes seconds)."""
+    if type(module.weight).__name__ == "Params4bit":
+        import bitsandbytes as bnb
+
+        return bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state)
+    import_bitsandbytes()  # peft imports it
+    from peft.utils.integrations import dequantize_module_weight
+
+    return dequantize_module_weight(module)
 
 
 @contextmanager
@@ -498,7 +510,59 @@ def merged_model(adapter_dir: Path, base_dir: Path, quant: QuantParams, *, trust
                  device: str | None = None):
     """Base + adapter as one plain transformers model (no PEFT, no bitsandbytes)."""
     base = load_dequantized_model(base_dir, quant, trust_remote_code=trust_remote_code, device=device)
+    if merge_lora_weights(base, adapter_dir):
+        return base
     import_bitsandbytes()  # peft imports it
     from peft import PeftModel
 
     return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+
+
+LORA_KEY = re.compile(r"^base_model\.model\.(.+)\.lora_([AB])\.weight$")
+
+
+def merge_lora_weights(model, adapter_dir: Path) -> bool:
+    """Add a plain LoRA adapter's update (B @ A times alpha / r) to `model`'s linear layers, as
+    PEFT's `merge_and_unload` does, without importing PEFT (seconds of a predict stage's load).
+
+    Returns False, having changed nothing, for what this does not cover (DoRA, per-layer ranks,
+    extra trained modules, non-linear layers...): PEFT merges those.
+    """
+    import torch
+    from safetensors import safe_open
+
+    config = json.loads((Path(adapter_dir) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    weights_file = Path(adapter_dir) / "adapter_model.safetensors"
+    plain = (config.get("peft_type") == "LORA" and weights_file.is_file()
+             and not any(config.get(key) for key in ("use_dora", "lora_bias", "fan_in_fan_out", "modules_to_save",
+                                                     "rank_pattern", "alpha_pattern", "trainable_token_indices",
+                                                     "layer_replication")))
+    if not plain:
+        return False
+    with safe_open(str(weights_file), framework="pt") as f:
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        match = LORA_KEY.match(key)
+        if not match:
+            return False
+        pairs.setdefault(match.group(1), {})[match.group(2)] = tensor
+    modules = dict(model.named_modules())
+    layers = [modules.get(name) for name in pairs]
+    if not pairs or any(type(layer) is not torch.nn.Linear or set(pair) != {"A", "B"}
+                        for layer, pair in zip(layers, pairs.values())):
+        return False
+    for (name, pair), layer in zip(pairs.items(), layers):
+        a, b = pair["A"], pair["B"]
+        if b.shape[1] != a.shape[0] or (b.shape[0], a.shape[1]) != tuple(layer.weight.shape):
+            raise SqloraError(f"{adapter_dir}: the adapter does not fit this base model ({name} has shape "
+                              f"{tuple(layer.weight.shape)}, its update {(b.shape[0], a.shape[1])})")
+    r = config["r"]
+    scaling = config["lora_alpha"] / (math.sqrt(r) if config.get("use_rslora") else r)
+    for layer, pair in zip(layers, pairs.values()):
+        # PEFT holds 16-bit adapter weights in float32 (autocast_adapter_dtype) and adds in place
+        a, b = (pair[x].to(layer.weight.device, torch.float32 if pair[x].dtype in (torch.float16, torch.bfloat16)
+                            else pair[x].dtype) for x in ("A", "B"))
+        with torch.no_grad():
+            layer.weight.data += (b @ a) * scaling
+    return True
