@@ -5,7 +5,8 @@ Run after `dvc repro` (or after the stages up to training; without an adapter, a
 prepare-model, only the base model is timed):
     python benchmarks/bench_load.py
 Ways: the base model and base + adapter as the predict stage loads them (quantized, dequantized,
-adapter merged), and a plain 16-bit folder holding that merged model (written once, first).
+adapter merged), the adapter merged by PEFT instead, and a plain 16-bit folder holding that merged
+model (written once, first).
 The sqlora imported is the one on PYTHONPATH, so two versions of the code can be compared.
 """
 
@@ -51,14 +52,17 @@ def child(how: str, model: Path, base: Path) -> None:
         quant = Params.read().quant
         modeling.import_bitsandbytes()
         mark("import bitsandbytes")
-        from peft import PeftModel
-        mark("import peft")
         quantized = modeling.load_quantized_model(base, quant, device=device)
         mark("load and quantize weights")
         plain = modeling.dequantize_layers(quantized, quant)
         mark("dequantize")
-        if modeling.is_adapter(model):
+        if how == "peft":  # as the predict stage merged adapters before commit 9dd4f70
+            from peft import PeftModel
+            mark("import peft")
             PeftModel.from_pretrained(plain, str(model)).merge_and_unload()
+            mark("merge adapter")
+        elif modeling.is_adapter(model):
+            modeling.merge_lora_weights(plain, model)
             mark("merge adapter")
         modeling.load_tokenizer(modeling.tokenizer_dir(model, base) if modeling.is_adapter(model) else base)
         mark("load tokenizer")
@@ -89,6 +93,7 @@ def main() -> None:
             subprocess.run([sys.executable, str(ROOT / "stages" / "export.py"), "--adapter", str(args.adapter),
                             "--base", str(args.base), "--out", str(merged)], check=True, capture_output=True)
             ways += [("base + adapter, as predict loads it", "predict", args.adapter),
+                     ("base + adapter, merged by PEFT", "peft", args.adapter),
                      ("merged, plain 16-bit folder", "plain", merged)]
         python = [sys.executable]
         if args.no_bytecode:  # an empty bytecode folder per child, and none written back
