@@ -64,7 +64,7 @@ def child(how: str, model: Path, base: Path) -> None:
         elif modeling.is_adapter(model):
             modeling.merge_lora_weights(plain, model)
             mark("merge adapter")
-        modeling.load_tokenizer(modeling.tokenizer_dir(model, base) if modeling.is_adapter(model) else base)
+        modeling.load_tokenizer(modeling.tokenizer_dir(model, base))
         mark("load tokenizer")
     if device != "cpu":
         torch.cuda.synchronize()

@@ -330,7 +330,7 @@ def dequantize_layers(model, quant: QuantParams):
 
 def dequantized_weight(module):
     """A bitsandbytes layer's weight as a plain tensor (what PEFT's `dequantize_module_weight`
-    computes; called directly for 4-bit, since importing PEFT takes seconds)."""
+    computes; called directly for 4-bit, so that a base model's load need not import PEFT)."""
     if type(module.weight).__name__ == "Params4bit":
         import bitsandbytes as bnb
 
@@ -523,7 +523,8 @@ LORA_KEY = re.compile(r"^base_model\.model\.(.+)\.lora_([AB])\.weight$")
 
 def merge_lora_weights(model, adapter_dir: Path) -> bool:
     """Add a plain LoRA adapter's update (B @ A times alpha / r) to `model`'s linear layers, as
-    PEFT's `merge_and_unload` does, without importing PEFT (seconds of a predict stage's load).
+    PEFT's `merge_and_unload` does, without PEFT's import and layer wrapping (about a second of a
+    fine-tuned predict stage's load on a 2-core CPU, benchmarks/bench_load.py).
 
     Returns False, having changed nothing, for what this does not cover (DoRA, per-layer ranks,
     extra trained modules, non-linear layers...): PEFT merges those.
@@ -539,14 +540,13 @@ def merge_lora_weights(model, adapter_dir: Path) -> bool:
                                                      "layer_replication")))
     if not plain:
         return False
-    with safe_open(str(weights_file), framework="pt") as f:
-        tensors = {key: f.get_tensor(key) for key in f.keys()}
     pairs: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in tensors.items():
-        match = LORA_KEY.match(key)
-        if not match:
+    with safe_open(str(weights_file), framework="pt") as f:
+        matches = [LORA_KEY.match(key) for key in f.keys()]
+        if not all(matches):
             return False
-        pairs.setdefault(match.group(1), {})[match.group(2)] = tensor
+        for match in matches:
+            pairs.setdefault(match.group(1), {})[match.group(2)] = f.get_tensor(match.group(0))
     modules = dict(model.named_modules())
     layers = [modules.get(name) for name in pairs]
     if not pairs or any(type(layer) is not torch.nn.Linear or set(pair) != {"A", "B"}
