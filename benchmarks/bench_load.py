@@ -54,7 +54,7 @@ def child(how: str, model: Path, base: Path) -> None:
         mark("import bitsandbytes")
         quantized = modeling.load_quantized_model(base, quant, device=device)
         mark("load and quantize weights")
-        plain = modeling.dequantize_layers(quantized, quant)
+        plain = modeling.dequantize_layers(quantized, modeling.compute_dtype(quant.bnb_4bit_compute_dtype))
         mark("dequantize")
         if how == "peft":  # as the predict stage merged adapters before commit 9dd4f70
             from peft import PeftModel

@@ -3,13 +3,13 @@
 Run after `dvc repro prepare-model preprocess` (it reads outputs/base_model and
 data/prepared/train.jsonl):   python benchmarks/bench_train.py --steps 60
 Prints one row per recipe: tokens/s (non-padding tokens), seconds per step and peak GPU memory.
-`--fused-norms` adds a row: the defaults with the RMSNorm layers as torch's fused `rms_norm`.
+Each `--also SECTION.KEY=VALUE` adds a row: the defaults with that one setting changed, e.g.
+`--also train.dequantize=false` (train on the 4-bit layers as bitsandbytes runs them).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import gc
 import json
@@ -18,35 +18,52 @@ import tempfile
 from pathlib import Path
 
 
-from sqlora.modeling import compute_dtype, fused_rms_norms, load_quantized_model, load_tokenizer, lora_config
+import yaml
+
+from sqlora.modeling import compute_dtype, load_quantized_model, load_tokenizer, lora_config
 from sqlora.params import LoraParams, Params, QuantParams, TrainParams
 from sqlora.training import train_lora
 
 PLAIN = {"batch_size": 16, "gradient_checkpointing": True, "group_by_length": False,
-         "learning_rate": 2e-4, "gradient_accumulation_steps": 1}
+         "learning_rate": 2e-4, "gradient_accumulation_steps": 1, "dequantize": False, "float32_norms": True}
 PLAIN_LORA = LoraParams(r=16, alpha=32, dropout=0.05, target_modules="all-linear")
 
 
 def run(name: str, train: TrainParams, lora: LoraParams, quant: QuantParams, rows: list[dict], base: Path,
-        fused_norms: bool = False) -> dict:
+        fused_norms: bool = True) -> dict:
     import torch
 
     model = load_quantized_model(base, quant, for_training=True)
     tokenizer = load_tokenizer(base)
-    norms = fused_rms_norms(model) if fused_norms else contextlib.nullcontext()
-    with tempfile.TemporaryDirectory() as tmp, norms:
+    with tempfile.TemporaryDirectory() as tmp:
         result = train_lora(model, tokenizer, rows, train, lora_config(lora), Path(tmp) / "ckpt",
-                            Path(tmp) / "loss.csv", name, compute_dtype(quant.bnb_4bit_compute_dtype))
+                            Path(tmp) / "loss.csv", name, compute_dtype(quant.bnb_4bit_compute_dtype),
+                            fused_norms=fused_norms)
     stats = result["stats"]
     del result, model
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return {"recipe": name, "batch": train.batch_size, "micro_batch": stats["micro_batch_size"],
-            "grad_ckpt": stats["gradient_checkpointing"],
+            "grad_ckpt": stats["gradient_checkpointing"], "dequantized": stats["dequantized"],
             "grouped": train.group_by_length, "steps": stats["steps"],
             "tokens_per_s": stats["tokens_per_s"], "s_per_step": round(stats["runtime_s"] / stats["steps"], 3),
             "peak_mem_mb": stats["peak_memory_mb"], "final_loss": stats["final_loss"]}
+
+
+def for_benchmark(train: TrainParams, steps: int) -> TrainParams:
+    return dataclasses.replace(train, max_steps=steps, save_steps=10**9, logging_steps=10)
+
+
+def with_setting(document: dict, change: str) -> Params:
+    """The parameters of `document` with one `section.key=value` changed (value read as YAML)."""
+    key, sep, value = change.partition("=")
+    section, _, name = key.partition(".")
+    if not sep or not name or section not in document or name not in document[section]:
+        raise SystemExit(f"--also {change}: expected SECTION.KEY=VALUE naming a key of params.yaml")
+    changed = {k: dict(v) if isinstance(v, dict) else v for k, v in document.items()}
+    changed[section][name] = yaml.safe_load(value)
+    return Params(changed)
 
 
 def main() -> None:
@@ -55,25 +72,28 @@ def main() -> None:
     parser.add_argument("--base", type=Path, default=Path("outputs/base_model"))
     parser.add_argument("--train", type=Path, default=Path("data/prepared/train.jsonl"))
     parser.add_argument("--json", type=Path, help="also write the rows here")
-    parser.add_argument("--fused-norms", action="store_true",
-                        help="add a row: the defaults with RMSNorm as torch's fused rms_norm (sqlora.modeling.fused_rms_norms)")
+    parser.add_argument("--also", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="add a row: the defaults with this setting of params.yaml changed (repeatable)")
     args = parser.parse_args()
 
-    params = Params.read()
+    document = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
+    params = Params(document)
     quant = params.quant
-    ours = dataclasses.replace(params.train, max_steps=args.steps, save_steps=10**9, logging_steps=10)
+    ours = for_benchmark(params.train, args.steps)
     plain = dataclasses.replace(ours, **PLAIN)
     with args.train.open(encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     # Both recipes see the same examples: each takes as many as its steps consume.
     results = [
         run("plain TRL (batch 16, grad ckpt)", plain, PLAIN_LORA, quant,
-            rows[: args.steps * plain.batch_size], args.base),
+            rows[: args.steps * plain.batch_size], args.base, fused_norms=False),
         run("sqlora defaults", ours, params.lora, quant, rows[: args.steps * ours.batch_size], args.base),
     ]
-    if args.fused_norms:
-        results.append(run("sqlora defaults, fused RMSNorm", ours, params.lora, quant,
-                           rows[: args.steps * ours.batch_size], args.base, fused_norms=True))
+    for change in args.also:
+        changed = with_setting(document, change)
+        train = for_benchmark(changed.train, args.steps)
+        results.append(run(f"sqlora defaults, {change}", train, changed.lora, changed.quant,
+                           rows[: args.steps * train.batch_size], args.base))
     columns = list(results[0])
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))

@@ -457,3 +457,25 @@ def test_a_norm_that_computes_something_else_is_left_alone():
             during = model(ids).logits
     assert swapped == 0
     assert torch.equal(during, before)
+
+
+def test_a_dequantized_layer_takes_float32_input_only_when_asked(tiny_models):
+    """Training with float32 norms feeds the 16-bit layers float32, as it feeds bitsandbytes' layers."""
+    from sqlora.modeling import dequantize_layers
+
+    quant = QuantParams(bits=4, bnb_4bit_compute_dtype="bfloat16")
+    x = torch.randn(2, 3, 64, generator=torch.Generator().manual_seed(0))
+    for any_input_dtype in (True, False):
+        model = dequantize_layers(load_quantized_model(tiny_models["llama"], quant, device="cpu"), torch.bfloat16,
+                                  any_input_dtype=any_input_dtype)
+        layer = model.model.layers[0].self_attn.q_proj
+        assert layer.weight.dtype == torch.bfloat16 and not layer.weight.requires_grad
+        x = x[..., : layer.in_features]
+        if any_input_dtype:
+            y = layer(x)
+            assert y.dtype == torch.float32
+            assert torch.equal(y, torch.nn.functional.linear(x.bfloat16(), layer.weight, layer.bias).float())
+        else:
+            assert type(layer) is torch.nn.Linear
+            with pytest.raises(RuntimeError, match="dtype"):
+                layer(x)

@@ -17,7 +17,8 @@ QUANT = {"bits": 4, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": T
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
 TRAIN = {"epochs": 1, "max_steps": 6, "batch_size": 2, "gradient_accumulation_steps": 1,
          "learning_rate": 1e-2, "lr_scheduler": "linear", "warmup_steps": 0, "max_length": 128,
-         "gradient_checkpointing": False, "group_by_length": True, "check_generations": False,
+         "gradient_checkpointing": False, "dequantize": "auto", "float32_norms": "auto",
+         "group_by_length": True, "check_generations": False,
          "seed": 0, "logging_steps": 1, "save_steps": 2}
 PREDICT = {"batch_size": 8, "max_new_tokens": 160, "dequantize": True, "num_candidates": 1,
            "answer_prefix": "SELECT", "num_gpus": 0, "repair_columns": True}
@@ -146,6 +147,8 @@ TRAIN_BAD = [(TrainParams, TRAIN, *case) for case in [
     ("learning_rate", "Auto", ["train.learning_rate", "'auto'"]),
     ("lr_scheduler", "foo", ["train.lr_scheduler", "'linear', 'cosine', 'constant', 'constant_with_warmup'"]),
     ("max_length", 4, ["train.max_length", ">= 16"]),
+    ("dequantize", "yes", ["train.dequantize", "true, false", "'auto'"]),
+    ("float32_norms", 1, ["train.float32_norms", "true, false", "'auto'"]),
     ("epochs", 0, ["train.epochs", "> 0", "'auto'"]),
     ("gradient_checkpointing", "yes", ["train.gradient_checkpointing", "true, false", "'auto'"]),
     ("max_steps", -2, ["train.max_steps", ">= -1"]),
@@ -195,6 +198,7 @@ MODEL_BAD = [(ModelParams, MODEL, *case) for case in [
 def test_auto_is_taken_where_the_stage_measures():
     train = TrainParams.read({**TRAIN, "epochs": "auto", "learning_rate": "auto", "gradient_checkpointing": "auto"})
     assert (train.epochs, train.learning_rate, train.gradient_checkpointing) == ("auto", "auto", "auto")
+    assert (train.dequantize, train.float32_norms) == ("auto", "auto")
     with pytest.raises(ParamError, match="train.batch_size"):
         TrainParams.read({**TRAIN, "batch_size": "auto"})
 

@@ -9,6 +9,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("SQLORA_PROGRESS", "0")
 
 import csv  # noqa: E402
+import dataclasses  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -39,8 +40,8 @@ QUANT = QuantParams(bits=4)
 LORA = LoraParams(r=4, alpha=8, dropout=0.0, target_modules="all-linear")
 TRAIN = {"epochs": 1, "max_steps": 6, "batch_size": 2, "gradient_accumulation_steps": 1,
          "learning_rate": 1e-2, "lr_scheduler": "linear", "warmup_steps": 0, "max_length": 128,
-         "gradient_checkpointing": False, "group_by_length": True, "check_generations": False,
-         "seed": 0, "logging_steps": 1, "save_steps": 2}
+         "gradient_checkpointing": False, "dequantize": "auto", "float32_norms": "auto",
+         "group_by_length": True, "check_generations": False, "seed": 0, "logging_steps": 1, "save_steps": 2}
 SCHEMA = "singer(singer_id number, name text, country text, age number)"
 
 
@@ -497,10 +498,48 @@ def test_a_checkpointed_plan_trains_with_checkpointing(tiny_models, tmp_path):
 def test_schedule_by_model_size():
     train = TrainParams.read({**TRAIN, "learning_rate": "auto", "epochs": "auto"})
     small, large = resolved_schedule(train, 135_000_000), resolved_schedule(train, 494_000_000)
-    assert (small.learning_rate, small.epochs) == (1e-3, 6)
-    assert (large.learning_rate, large.epochs) == (2e-4, 2)
-    fixed = TrainParams.read({**TRAIN, "learning_rate": 5e-4, "epochs": 3})
-    assert resolved_schedule(fixed, 494_000_000) == fixed
+    assert (small.learning_rate, small.epochs, small.dequantize, small.float32_norms) == (1e-3, 6, True, False)
+    assert (large.learning_rate, large.epochs, large.dequantize, large.float32_norms) == (2e-4, 2, False, True)
+    fixed = TrainParams.read({**TRAIN, "learning_rate": 5e-4, "epochs": 3, "dequantize": False,
+                              "float32_norms": True})
+    assert resolved_schedule(fixed, 135_000_000) == fixed
+
+
+def quantized_layers(model) -> int:
+    return sum(type(m).__name__ == "Linear4bit" for m in model.modules())
+
+
+@pytest.mark.parametrize("float32_norms", [True, False])
+def test_the_dequantized_base_trains_as_the_4bit_one(tiny_models, tmp_path, float32_norms):
+    """The same weights, held as 16-bit numbers: the same losses step by step, and the same adapter."""
+    runs = {}
+    for dequantize in (False, True):
+        out = tmp_path / str(dequantize)
+        result = run_training(tiny_models["llama"], out, max_steps=3, save_steps=100, dequantize=dequantize,
+                              float32_norms=float32_norms)
+        model = result["trainer"].model
+        assert result["stats"]["dequantized"] is dequantize
+        assert result["stats"]["float32_norms"] is float32_norms
+        assert (quantized_layers(model) == 0) is dequantize
+        embeddings = model.get_input_embeddings().weight.dtype
+        assert (embeddings == torch.float32) if float32_norms else True
+        runs[dequantize] = ([float(row[1]) for row in read_loss_csv(out / "loss.csv")[1:]],
+                            {name: p.detach().float() for name, p in model.named_parameters() if p.requires_grad})
+    (losses_4bit, adapter_4bit), (losses_16bit, adapter_16bit) = runs[False], runs[True]
+    assert losses_16bit == pytest.approx(losses_4bit, rel=1e-5)
+    assert adapter_16bit.keys() == adapter_4bit.keys()
+    for name, weight in adapter_4bit.items():
+        torch.testing.assert_close(adapter_16bit[name], weight, rtol=1e-3, atol=1e-5)
+        assert adapter_16bit[name].dtype == weight.dtype
+
+
+def test_a_model_over_the_small_size_keeps_its_4bit_layers(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "SIZE_SCHEDULES", tuple(
+        dataclasses.replace(size, max_parameters=1) if size.max_parameters < math.inf else size
+        for size in training.SIZE_SCHEDULES))
+    result = run_training(tiny_models["llama"], tmp_path, max_steps=1, save_steps=100)
+    assert result["stats"]["dequantized"] is False and result["stats"]["float32_norms"] is True
+    assert quantized_layers(result["trainer"].model) > 0
 
 
 def test_parameter_count_is_the_unquantized_models(tiny_models):
@@ -712,3 +751,22 @@ def test_train_stage_names_its_phases_and_prints_no_library_noise(tiny_models, t
     stats = json.loads((tmp_path / "train.json").read_text())
     assert stats["final_loss"] is not None and [r[0] for r in read_loss_csv(tmp_path / "loss.csv")] == ["step", "2"]
     assert json.loads((tmp_path / "adapter" / "training_events.json").read_text()) == []
+
+
+@pytest.mark.parametrize("float32_norms", [True, False])
+def test_a_bfloat16_model_trains_and_generates_on_its_dequantized_weights(tiny_models, tmp_path, float32_norms):
+    """Float32 norms feed the 16-bit layers float32, in training and in the generations checked after it."""
+    from sqlora.generation import generate
+
+    quant = QuantParams(bits=4, bnb_4bit_compute_dtype="bfloat16")
+    model = load_quantized_model(tiny_models["llama"], quant, for_training=True)
+    tokenizer = load_tokenizer(tiny_models["llama"])
+    train = TrainParams.read({**TRAIN, "max_steps": 1, "save_steps": 100, "dequantize": True,
+                              "float32_norms": float32_norms})
+    result = train_lora(model, tokenizer, ROWS, train, lora_config(LORA), tmp_path / "checkpoints",
+                        tmp_path / "loss.csv", "run", torch.bfloat16)
+    assert result["stats"]["dequantized"] and math.isfinite(result["stats"]["final_loss"])
+    trained = result["trainer"].model
+    trained.eval()
+    [answer] = generate(trained, tokenizer, [ROWS[0]["prompt"]], batch_size=1, max_new_tokens=4)
+    assert isinstance(answer, str)

@@ -11,6 +11,7 @@ stage loads, quantized per `quant.*`.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import math
@@ -232,7 +233,6 @@ def import_bitsandbytes() -> None:
 
     if "bitsandbytes" in sys.modules or importlib.util.find_spec("bitsandbytes") is None:
         return
-    import functools
 
     import torch
 
@@ -298,20 +298,22 @@ def load_dequantized_model(model_dir: str | Path, quant: QuantParams, *, trust_r
     16-bit weights would not (it never saw them), and merging into 4-bit weights re-rounds them.
     """
     model = load_quantized_model(model_dir, quant, trust_remote_code=trust_remote_code, device=device)
-    return model if quant.bits == 16 else dequantize_layers(model, quant)
+    return model if quant.bits == 16 else dequantize_layers(model, compute_dtype(quant.bnb_4bit_compute_dtype))
 
 
-def dequantize_layers(model, quant: QuantParams):
-    """Each bitsandbytes layer of `model` replaced by a plain `nn.Linear` holding its weights as
-    they were quantized, in the compute dtype."""
+def dequantize_layers(model, dtype, *, any_input_dtype: bool = False):
+    """Each bitsandbytes layer of `model` replaced by a plain `nn.Linear` in `dtype` holding its
+    weights as they were quantized, frozen. With `any_input_dtype`, each layer takes input of
+    any dtype and returns it in that dtype, as bitsandbytes' layers do (for a model whose norms
+    are float32); otherwise input must be in `dtype`."""
     import torch
 
-    dtype = compute_dtype(quant.bnb_4bit_compute_dtype)
+    linear_class = dequantized_linear_class() if any_input_dtype else torch.nn.Linear
     quantized = [(name, module) for name, module in model.named_modules()
                  if type(module).__name__ in ("Linear4bit", "Linear8bitLt")]
     for name, module in quantized:
-        linear = torch.nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
-                                 device=module.weight.device, dtype=dtype)
+        linear = linear_class(module.in_features, module.out_features, bias=module.bias is not None,
+                              device=module.weight.device, dtype=dtype).requires_grad_(False)
         with torch.no_grad():
             linear.weight.copy_(dequantized_weight(module).to(dtype))
             if module.bias is not None:
@@ -326,6 +328,20 @@ def dequantize_layers(model, quant: QuantParams):
         del model.config.quantization_config
     model.config.dtype = dtype
     return model
+
+
+@functools.cache
+def dequantized_linear_class():
+    import torch
+
+    class DequantizedLinear(torch.nn.Linear):
+        """An `nn.Linear` that computes in its weight's dtype whatever the input's, and returns
+        the input's dtype."""
+
+        def forward(self, x):
+            return super().forward(x.to(self.weight.dtype)).to(x.dtype)
+
+    return DequantizedLinear
 
 
 def dequantized_weight(module):
@@ -351,6 +367,17 @@ def fused_rms_norms(model):
     Phi-3): each class is checked once on a random input against `rms_norm`, so a norm that
     computes something else, such as Gemma's `(1 + weight) * ...`, is left as it is.
     """
+    swapped = swap_rms_norms(model)
+    try:
+        yield len(swapped)
+    finally:
+        for module in swapped:
+            del module.forward
+
+
+def swap_rms_norms(model) -> list:
+    """Run each RMSNorm layer of `model` that computes `weight * x / rms(x)` as torch's `rms_norm`
+    from now on (see `fused_rms_norms`); returns the layers swapped."""
     verdicts: dict[type, bool] = {}
     swapped = []
     for module in model.modules():
@@ -363,11 +390,7 @@ def fused_rms_norms(model):
         if verdicts[type(module)]:
             module.forward = forward
             swapped.append(module)
-    try:
-        yield len(swapped)
-    finally:
-        for module in swapped:
-            del module.forward
+    return swapped
 
 
 def rms_norm_epsilon(norm) -> float | None:

@@ -115,6 +115,8 @@ class TrainParams:
     warmup_steps: int
     max_length: int
     gradient_checkpointing: bool | str  # "auto": on where the card measures it faster
+    dequantize: bool | str       # "auto": by model size (training.SIZE_SCHEDULES), as float32_norms
+    float32_norms: bool | str    # embeddings and norms of a quantized model in float32 (PEFT's prepare_model_for_kbit_training)
     group_by_length: bool
     check_generations: bool
     seed: int
@@ -135,6 +137,8 @@ class TrainParams:
                    warmup_steps=number(s, "warmup_steps", name, minimum=0, integer=True),
                    max_length=number(s, "max_length", name, minimum=16, integer=True),
                    gradient_checkpointing=auto_or(boolean, s, "gradient_checkpointing", name),
+                   dequantize=auto_or(boolean, s, "dequantize", name),
+                   float32_norms=auto_or(boolean, s, "float32_norms", name),
                    group_by_length=boolean(s, "group_by_length", name),
                    check_generations=boolean(s, "check_generations", name),
                    seed=number(s, "seed", name, integer=True),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .devices import free_gpu_memory, guard_attention_kernels
 from .errors import SqloraError
+from .modeling import dequantize_layers, swap_rms_norms
 from .params import AUTO, SMALL_MODEL_PARAMETERS, TrainParams, as_dict
 from .progress import bars_enabled, quiet_library_bars
 from .prompts import training_example, training_length
@@ -60,7 +61,7 @@ def resumable_checkpoint(checkpoint_dir: Path, run_fingerprint: str) -> str | No
 
 
 def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg, checkpoint_dir: Path,
-               loss_csv: Path, run_fingerprint: str, dtype) -> dict:
+               loss_csv: Path, run_fingerprint: str, dtype, *, fused_norms: bool = True) -> dict:
     """Train LoRA adapters on prompt/completion rows (loss on the completion only).
 
     `dtype` is the compute dtype: bfloat16 or float16 turn on mixed precision on a GPU. On a GPU,
@@ -68,6 +69,8 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
     fit the card, with gradient accumulation making up the rest, so the recipe (and the loss
     curve) is the same on a small card as on a large one. A loss that turns NaN/inf rolls back to
     the last good checkpoint with half the learning rate, up to MAX_ROLLBACKS times.
+    RMSNorm layers run as torch's fused `rms_norm` (`modeling.swap_rms_norms`) unless
+    `fused_norms` is False (the plain recipe of benchmarks/bench_train.py).
     """
     import torch
     from datasets import Dataset
@@ -82,9 +85,15 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
     train = resolved_schedule(train, parameters)
     print(f"schedule: learning rate {train.learning_rate:g}, {train.epochs:g} epochs "
           f"for a model of {parameters / 1e6:,.0f}M parameters", flush=True)
-    if getattr(model, "is_quantized", False) or getattr(model, "is_loaded_in_4bit", False):
+    if train.float32_norms and (getattr(model, "is_quantized", False) or getattr(model, "is_loaded_in_4bit", False)):
         # checkpointing is the trainer's to turn on, once the plan says whether to
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    dequantized = dequantizes(model, train)
+    if dequantized:
+        model = dequantize_layers(model, dtype, any_input_dtype=train.float32_norms)
+    print("weights: " + ("4-bit, held as 16-bit numbers (train.dequantize)" if dequantized else "as loaded")
+          + ("; embeddings and norms in float32" if train.float32_norms else ""), flush=True)
+    fused_norms = len(swap_rms_norms(model)) if fused_norms else 0
     from accelerate import PartialState
 
     with PartialState().main_process_first():  # one process clears stale checkpoints, then all look
@@ -106,6 +115,8 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
                      checkpointing=train.gradient_checkpointing is True)
     trainer = make_trainer(model, dataset, tokenizer, train, plan, checkpoint_dir, dtype, callbacks,
                            peft_config=lora_cfg)
+    if dequantized:
+        adapters_as_for_4bit(trainer.model)
     if on_gpu:
         longest = longest_example(trainer)
         print(f"fitting micro-batches of {train.batch_size} examples of up to {longest} tokens to the GPU's memory",
@@ -186,6 +197,9 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
         "micro_batch_size": plan.micro_batch,
         "gradient_accumulation_steps": plan.accumulation,
         "gradient_checkpointing": plan.checkpointing,
+        "dequantized": dequantized,
+        "float32_norms": train.float32_norms,
+        "fused_rms_norms": fused_norms,
         "rollbacks": count(events, "rollback"),
         "out_of_memory_restarts": count(events, "out of GPU memory"),
         "final_learning_rate_factor": rate.factor,
@@ -200,19 +214,25 @@ ROLLBACK_LR_FACTOR = 0.5
 
 @dataclasses.dataclass(frozen=True)
 class SizeSchedule:
-    """The learning rate and epochs that `auto` gives a model of up to `max_parameters`."""
+    """What `auto` gives a model of up to `max_parameters`: learning rate, epochs, and whether to
+    train on its 4-bit weights held in 16 bits (`dequantize`) with float32 norms (`float32_norms`)."""
 
     max_parameters: float
     learning_rate: float
     epochs: float
+    dequantize: bool
+    float32_norms: bool
 
 
 # Measured on Spider (docs/RESULTS.md, "Models"): a 135M model needs a high rate and many epochs
 # to learn SQL at all; a 0.5B code model already writes SQL, and that schedule over-fits it
-# (final loss 0.007, 2 points over its base, where 2e-4 for 2 epochs gained 21).
+# (final loss 0.007, 2 points over its base, where 2e-4 for 2 epochs gained 21). The small
+# model trains 1.6x faster on its dequantized weights with norms in the compute dtype, and
+# scored no lower (docs/RESULTS.md, "Training speed"); the larger one keeps the measured QLoRA.
 SIZE_SCHEDULES = (
-    SizeSchedule(max_parameters=SMALL_MODEL_PARAMETERS, learning_rate=1e-3, epochs=6),
-    SizeSchedule(max_parameters=math.inf, learning_rate=2e-4, epochs=2),
+    SizeSchedule(max_parameters=SMALL_MODEL_PARAMETERS, learning_rate=1e-3, epochs=6, dequantize=True,
+                 float32_norms=False),
+    SizeSchedule(max_parameters=math.inf, learning_rate=2e-4, epochs=2, dequantize=False, float32_norms=True),
 )
 
 
@@ -226,12 +246,31 @@ def parameter_count(model) -> int:
 
 
 def resolved_schedule(train: TrainParams, parameters: int) -> TrainParams:
-    """`train` with an `auto` learning rate or epochs replaced by the model size's schedule."""
+    """`train` with each `auto` setting replaced by the model size's schedule."""
     size = next(s for s in SIZE_SCHEDULES if parameters <= s.max_parameters)
-    return dataclasses.replace(
-        train,
-        learning_rate=size.learning_rate if train.learning_rate == AUTO else train.learning_rate,
-        epochs=size.epochs if train.epochs == AUTO else train.epochs)
+    return dataclasses.replace(train, **{
+        name: getattr(size, name) for name in ("learning_rate", "epochs", "dequantize", "float32_norms")
+        if getattr(train, name) == AUTO})
+
+
+def dequantizes(model, train: TrainParams) -> bool:
+    """Whether to train on the 4-bit weights turned back into 16-bit numbers (train.dequantize).
+
+    bitsandbytes multiplies by a 4-bit weight by turning it back into 16 bits first, in every
+    forward and backward pass; holding it that way once gives the same products with fewer
+    kernels, for the memory of a 16-bit copy. 8-bit layers multiply in 8 bits, so they are kept.
+    """
+    return bool(train.dequantize) and getattr(model, "is_loaded_in_4bit", False)
+
+
+def adapters_as_for_4bit(peft_model) -> None:
+    """The adapter weights in bfloat16, as TRL's SFTTrainer leaves them over a 4-bit base (the
+    QLoRA paper's recipe), so that a dequantized base trains exactly as the 4-bit one would."""
+    import torch
+
+    for name, param in peft_model.named_parameters():
+        if param.requires_grad and "lora_magnitude_vector" not in name:
+            param.data = param.data.to(torch.bfloat16)
 
 
 def count(events: list[dict], kind: str) -> int:
