@@ -182,6 +182,7 @@ def two_steps(model, tokenizer, rows: list[dict], folder: Path) -> dict:
     """Two optimizer steps of batch 2 with a small LoRA adapter."""
     train = TrainParams(epochs=1, max_steps=2, batch_size=2, gradient_accumulation_steps=1, learning_rate=1e-3,
                         lr_scheduler="constant", warmup_steps=0, max_length=128, gradient_checkpointing=False,
+                        dequantize="auto", float32_norms="auto",
                         group_by_length=True, check_generations=True, seed=0, logging_steps=1, save_steps=100)
     lora = LoraParams(r=4, alpha=8, dropout=0.0, target_modules="all-linear")
     return train_lora(model, tokenizer, rows, train, lora_config(lora), folder / "ckpt", folder / "loss.csv",

@@ -116,7 +116,7 @@ class TrainParams:
     max_length: int
     gradient_checkpointing: bool | str  # "auto": on where the card measures it faster
     dequantize: bool | str       # "auto": by model size (training.SIZE_SCHEDULES), as float32_norms
-    float32_norms: bool | str    # embeddings and norms of a quantized model in float32 (PEFT's prepare_model_for_kbit_training)
+    float32_norms: bool | str    # a quantized model's embeddings and norms in float32 (prepare_model_for_kbit_training)
     group_by_length: bool
     check_generations: bool
     seed: int

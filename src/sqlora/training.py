@@ -85,15 +85,19 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
     train = resolved_schedule(train, parameters)
     print(f"schedule: learning rate {train.learning_rate:g}, {train.epochs:g} epochs "
           f"for a model of {parameters / 1e6:,.0f}M parameters", flush=True)
-    if train.float32_norms and (getattr(model, "is_quantized", False) or getattr(model, "is_loaded_in_4bit", False)):
+    quantized = getattr(model, "is_quantized", False) or getattr(model, "is_loaded_in_4bit", False)
+    float32_norms = quantized and train.float32_norms
+    if float32_norms:
         # checkpointing is the trainer's to turn on, once the plan says whether to
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     dequantized = dequantizes(model, train)
     if dequantized:
-        model = dequantize_layers(model, dtype, any_input_dtype=train.float32_norms)
-    print("weights: " + ("4-bit, held as 16-bit numbers (train.dequantize)" if dequantized else "as loaded")
-          + ("; embeddings and norms in float32" if train.float32_norms else ""), flush=True)
-    fused_norms = len(swap_rms_norms(model)) if fused_norms else 0
+        model = dequantize_layers(model, dtype, any_input_dtype=float32_norms)
+    if quantized:
+        held = "4-bit, held as 16-bit numbers (train.dequantize)" if dequantized else "quantized"
+        norms = "float32" if float32_norms else "the compute dtype"
+        print(f"weights: {held}; embeddings and norms in {norms}", flush=True)
+    norms_fused = len(swap_rms_norms(model)) if fused_norms else 0
     from accelerate import PartialState
 
     with PartialState().main_process_first():  # one process clears stale checkpoints, then all look
@@ -198,8 +202,8 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_cfg,
         "gradient_accumulation_steps": plan.accumulation,
         "gradient_checkpointing": plan.checkpointing,
         "dequantized": dequantized,
-        "float32_norms": train.float32_norms,
-        "fused_rms_norms": fused_norms,
+        "float32_norms": float32_norms,
+        "fused_rms_norms": norms_fused,
         "rollbacks": count(events, "rollback"),
         "out_of_memory_restarts": count(events, "out of GPU memory"),
         "final_learning_rate_factor": rate.factor,
@@ -265,7 +269,7 @@ def dequantizes(model, train: TrainParams) -> bool:
 
 def adapters_as_for_4bit(peft_model) -> None:
     """The adapter weights in bfloat16, as TRL's SFTTrainer leaves them over a 4-bit base (the
-    QLoRA paper's recipe), so that a dequantized base trains exactly as the 4-bit one would."""
+    QLoRA paper's recipe), so that a dequantized base trains with the 4-bit one's recipe."""
     import torch
 
     for name, param in peft_model.named_parameters():
