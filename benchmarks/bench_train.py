@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from sqlora.modeling import compute_dtype, load_quantized_model, load_tokenizer, lora_config
+from sqlora.errors import ParamError
 from sqlora.params import LoraParams, Params, QuantParams, TrainParams
 from sqlora.training import train_lora
 
@@ -63,7 +64,12 @@ def with_setting(document: dict, change: str) -> Params:
         raise SystemExit(f"--also {change}: expected SECTION.KEY=VALUE naming a key of params.yaml")
     changed = {k: dict(v) if isinstance(v, dict) else v for k, v in document.items()}
     changed[section][name] = yaml.safe_load(value)
-    return Params(changed)
+    params = Params(changed)
+    try:
+        params.train, params.lora, params.quant  # noqa: B018 - each section checked here, once
+    except ParamError as error:
+        raise SystemExit(f"--also {change}: {error}") from None
+    return params
 
 
 def main() -> None:
@@ -76,11 +82,12 @@ def main() -> None:
                         help="add a row: the defaults with this setting of params.yaml changed (repeatable)")
     args = parser.parse_args()
 
-    document = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
-    params = Params(document)
+    params = Params.read()
     quant = params.quant
     ours = for_benchmark(params.train, args.steps)
     plain = dataclasses.replace(ours, **PLAIN)
+    # checked before any recipe runs, so that a mistyped setting does not wait minutes to fail
+    also = [(change, with_setting(params.document, change)) for change in args.also]
     with args.train.open(encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     # Both recipes see the same examples: each takes as many as its steps consume.
@@ -89,8 +96,7 @@ def main() -> None:
             rows[: args.steps * plain.batch_size], args.base, fused_norms=False),
         run("sqlora defaults", ours, params.lora, quant, rows[: args.steps * ours.batch_size], args.base),
     ]
-    for change in args.also:
-        changed = with_setting(document, change)
+    for change, changed in also:
         train = for_benchmark(changed.train, args.steps)
         results.append(run(f"sqlora defaults, {change}", train, changed.lora, changed.quant,
                            rows[: args.steps * train.batch_size], args.base))
