@@ -3,8 +3,9 @@
 Run after `dvc repro prepare-model preprocess` (it reads outputs/base_model and
 data/prepared/train.jsonl):   python benchmarks/bench_train.py --steps 60
 Prints one row per recipe: tokens/s (non-padding tokens), seconds per step and peak GPU memory.
-Each `--also SECTION.KEY=VALUE` adds a row: the defaults with that one setting changed, e.g.
-`--also train.dequantize=false` (train on the 4-bit layers as bitsandbytes runs them).
+Each `--also SECTION.KEY=VALUE` adds a row: the defaults with that setting changed, e.g.
+`--also train.dequantize=false` (train on the 4-bit layers as bitsandbytes runs them); several
+settings in one row are separated by spaces: `--also "train.dequantize=true train.float32_norms=false"`.
 """
 
 from __future__ import annotations
@@ -57,13 +58,15 @@ def for_benchmark(train: TrainParams, steps: int) -> TrainParams:
 
 
 def with_setting(document: dict, change: str) -> Params:
-    """The parameters of `document` with one `section.key=value` changed (value read as YAML)."""
-    key, sep, value = change.partition("=")
-    section, _, name = key.partition(".")
-    if not sep or not name or section not in document or name not in document[section]:
-        raise SystemExit(f"--also {change}: expected SECTION.KEY=VALUE naming a key of params.yaml")
+    """The parameters of `document` with each space-separated `section.key=value` of `change`
+    changed (values read as YAML)."""
     changed = {k: dict(v) if isinstance(v, dict) else v for k, v in document.items()}
-    changed[section][name] = yaml.safe_load(value)
+    for setting in change.split() or [change]:
+        key, sep, value = setting.partition("=")
+        section, _, name = key.partition(".")
+        if not sep or not name or section not in document or name not in document[section]:
+            raise SystemExit(f"--also {change}: expected SECTION.KEY=VALUE naming a key of params.yaml")
+        changed[section][name] = yaml.safe_load(value)
     params = Params(changed)
     try:
         params.train, params.lora, params.quant  # noqa: B018 - each section checked here, once
@@ -79,7 +82,7 @@ def main() -> None:
     parser.add_argument("--train", type=Path, default=Path("data/prepared/train.jsonl"))
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--also", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="add a row: the defaults with this setting of params.yaml changed (repeatable)")
+                        help="add a row: the defaults with these settings of params.yaml changed (repeatable)")
     args = parser.parse_args()
 
     params = Params.read()
