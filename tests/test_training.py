@@ -469,6 +469,32 @@ def test_auto_checkpointing_takes_the_faster_way_that_fits(tiny_models, tmp_path
     assert all(p.grad is None for p in trainer.model.parameters())
 
 
+def test_a_plan_that_runs_out_of_memory_when_timed_is_not_taken(tiny_models, tmp_path, monkeypatch):
+    """A micro-batch that fitted once, at the edge of the card, can run out of memory when timed
+    (the allocator's memory is laid out differently by then): the other way is taken, not a crash."""
+    result = run_training(tiny_models["llama"], tmp_path, max_steps=1, save_steps=100, batch_size=8)
+    trainer = result["trainer"]
+    card = CardLimit(trainer.model, plain=2, checkpointed=8)
+    real_probe, fitted = training.probe_step, []
+
+    def probe_at_the_edge(trainer, plan, length):
+        seconds = real_probe(trainer, plan, length)
+        if plan in fitted and not plan.checkpointing:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        fitted.append(plan)
+        return seconds
+
+    monkeypatch.setattr(training, "probe_step", probe_at_the_edge)
+    handle = trainer.model.register_forward_pre_hook(card, with_kwargs=True)
+    try:
+        plan, measured = choose_plan(trainer, BatchPlan(8, 1), 40, "auto")
+    finally:
+        handle.remove()
+    assert plan == BatchPlan(8, 1, True)
+    assert "2 without it ran out of memory when timed" in measured and "8 with it ran" in measured
+    assert all(p.grad is None for p in trainer.model.parameters())
+
+
 @pytest.mark.parametrize("setting, expected", [(False, BatchPlan(2, 4)), (True, BatchPlan(8, 1, True))])
 def test_a_set_checkpointing_is_probed_as_set(tiny_models, tmp_path, setting, expected):
     result = run_training(tiny_models["llama"], tmp_path, max_steps=1, save_steps=100, batch_size=8)

@@ -346,6 +346,8 @@ def choose_plan(trainer, plan: BatchPlan, sequence_length: int, checkpointing) -
     """The micro-batch that fits the GPU and, with `checkpointing` "auto", whether to checkpoint
     activations: where that lets more examples in at once, one step of each is timed and the
     faster way is taken. Returns the plan and a line saying what was measured ("" if nothing was)."""
+    import torch
+
     fitted = fit_micro_batch(trainer, dataclasses.replace(plan, checkpointing=checkpointing is True),
                              sequence_length)
     if checkpointing != AUTO or fitted.micro_batch == plan.micro_batch:
@@ -353,12 +355,21 @@ def choose_plan(trainer, plan: BatchPlan, sequence_length: int, checkpointing) -
     checkpointed = fit_micro_batch(trainer, dataclasses.replace(plan, checkpointing=True), sequence_length)
     if checkpointed.micro_batch <= fitted.micro_batch:
         return fitted, ""
-    speed = {p: p.micro_batch * sequence_length / probe_step(trainer, p, sequence_length)
-             for p in (fitted, checkpointed)}
+    speed = {}
+    for candidate in (fitted, checkpointed):
+        try:
+            speed[candidate] = candidate.micro_batch * sequence_length / probe_step(trainer, candidate, sequence_length)
+        except torch.cuda.OutOfMemoryError:
+            pass  # it fitted once, at the edge of the GPU's memory: too close to train with
+    if not speed:
+        return fit_micro_batch(trainer, checkpointed.halved() or checkpointed, sequence_length), ""
     best = max(speed, key=speed.get)
+
+    def ran(p: BatchPlan) -> str:
+        return f"ran {speed[p]:,.0f} tokens/s" if p in speed else "ran out of memory when timed"
+
     return best, (f"gradient checkpointing {'on' if best.checkpointing else 'off'}: micro-batches of "
-                  f"{fitted.micro_batch} without it ran {speed[fitted]:,.0f} tokens/s, "
-                  f"{checkpointed.micro_batch} with it {speed[checkpointed]:,.0f} tokens/s")
+                  f"{fitted.micro_batch} without it {ran(fitted)}, {checkpointed.micro_batch} with it {ran(checkpointed)}")
 
 
 def agreed_plan(trainer, plan: BatchPlan) -> BatchPlan:
