@@ -74,8 +74,9 @@ def plot_models(plt, runs: list[tuple[str, Path]], out: Path) -> None:
         loss_axes.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], label=label)
     bars_axes.set_xticks(range(len(LEVELS)), LEVELS)
     bars_axes.set_ylabel("fine-tuned execution accuracy (strict)")
-    bars_axes.set_ylim(0, 1)
-    bars_axes.legend(frameon=False, fontsize=8)
+    bars_axes.set_ylim(0, 1.15)  # room above the bars for the legend
+    bars_axes.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    bars_axes.legend(frameon=False, fontsize=8, loc="upper center", ncol=2)
     bars_axes.set_title("Spider dev, by hardness")
     loss_axes.set_yscale("log")
     loss_axes.set_xlabel("step")
