@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import gc
 import json
-import sys
 import tempfile
 from pathlib import Path
 

@@ -4,7 +4,6 @@ model (safetensors + tokenizer) that loads without PEFT or bitsandbytes."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 

@@ -361,15 +361,17 @@ def choose_plan(trainer, plan: BatchPlan, sequence_length: int, checkpointing) -
             speed[candidate] = candidate.micro_batch * sequence_length / probe_step(trainer, candidate, sequence_length)
         except torch.cuda.OutOfMemoryError:
             pass  # it fitted once, at the edge of the GPU's memory: too close to train with
-    if not speed:
-        return fit_micro_batch(trainer, checkpointed.halved() or checkpointed, sequence_length), ""
-    best = max(speed, key=speed.get)
 
     def ran(p: BatchPlan) -> str:
         return f"ran {speed[p]:,.0f} tokens/s" if p in speed else "ran out of memory when timed"
 
-    return best, (f"gradient checkpointing {'on' if best.checkpointing else 'off'}: micro-batches of "
-                  f"{fitted.micro_batch} without it {ran(fitted)}, {checkpointed.micro_batch} with it {ran(checkpointed)}")
+    measured = (f"micro-batches of {fitted.micro_batch} without it {ran(fitted)}, "
+                f"{checkpointed.micro_batch} with it {ran(checkpointed)}")
+    if not speed:
+        smaller = fit_micro_batch(trainer, checkpointed.halved() or checkpointed, sequence_length)
+        return smaller, f"gradient checkpointing on: {measured}; took {smaller.micro_batch} with it"
+    best = max(speed, key=speed.get)
+    return best, f"gradient checkpointing {'on' if best.checkpointing else 'off'}: {measured}"
 
 
 def agreed_plan(trainer, plan: BatchPlan) -> BatchPlan:
