@@ -463,7 +463,7 @@ def test_auto_checkpointing_takes_the_faster_way_that_fits(tiny_models, tmp_path
     finally:
         handle.remove()
     assert plan == expected
-    assert "micro-batches of 2 without it" in measured and "8 with it" in measured
+    assert "one step of 40-token sequences, micro-batches of 2 without it" in measured and "8 with it" in measured
     assert card.seen[:4] == [(8, True, False), (4, True, False), (2, True, False), (8, True, True)]
     assert not trainer.model.training and not checkpointing_on(trainer.model)
     assert all(p.grad is None for p in trainer.model.parameters())

@@ -365,8 +365,9 @@ def choose_plan(trainer, plan: BatchPlan, sequence_length: int, checkpointing) -
     def ran(p: BatchPlan) -> str:
         return f"ran {speed[p]:,.0f} tokens/s" if p in speed else "ran out of memory when timed"
 
-    measured = (f"micro-batches of {fitted.micro_batch} without it {ran(fitted)}, "
-                f"{checkpointed.micro_batch} with it {ran(checkpointed)}")
+    # every token of sequences of the longest length counts here; training's tokens/s counts real tokens only
+    measured = (f"one step of {sequence_length}-token sequences, micro-batches of {fitted.micro_batch} "
+                f"without it {ran(fitted)}, {checkpointed.micro_batch} with it {ran(checkpointed)}")
     if not speed:
         smaller = fit_micro_batch(trainer, checkpointed.halved() or checkpointed, sequence_length)
         return smaller, f"gradient checkpointing on: {measured}; took {smaller.micro_batch} with it"
