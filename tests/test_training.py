@@ -440,6 +440,15 @@ class CardLimit:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
 
 
+def choose_on(card: CardLimit, trainer, checkpointing="auto"):
+    """`choose_plan` for 8 sequences of 40 tokens a step, on `card`."""
+    handle = trainer.model.register_forward_pre_hook(card, with_kwargs=True)
+    try:
+        return choose_plan(trainer, BatchPlan(8, 1), 40, checkpointing)
+    finally:
+        handle.remove()
+
+
 @pytest.mark.parametrize("checkpointed_cost, expected", [(1.0, BatchPlan(8, 1, True)), (5.0, BatchPlan(2, 4))])
 def test_auto_checkpointing_takes_the_faster_way_that_fits(tiny_models, tmp_path, monkeypatch,
                                                           checkpointed_cost, expected):
@@ -457,11 +466,7 @@ def test_auto_checkpointing_takes_the_faster_way_that_fits(tiny_models, tmp_path
         return checkpointed_cost if plan.checkpointing else 1.0
 
     monkeypatch.setattr(training, "probe_step", timed_probe)
-    handle = trainer.model.register_forward_pre_hook(card, with_kwargs=True)
-    try:
-        plan, measured = choose_plan(trainer, BatchPlan(8, 1), 40, "auto")
-    finally:
-        handle.remove()
+    plan, measured = choose_on(card, trainer)
     assert plan == expected
     assert "one step of 40-token sequences, micro-batches of 2 without it" in measured and "8 with it" in measured
     assert card.seen[:4] == [(8, True, False), (4, True, False), (2, True, False), (8, True, True)]
@@ -490,11 +495,7 @@ def test_a_plan_that_runs_out_of_memory_when_timed_is_not_taken(tiny_models, tmp
         return seconds
 
     monkeypatch.setattr(training, "probe_step", probe_at_the_edge)
-    handle = trainer.model.register_forward_pre_hook(card, with_kwargs=True)
-    try:
-        plan, measured = choose_plan(trainer, BatchPlan(8, 1), 40, "auto")
-    finally:
-        handle.remove()
+    plan, measured = choose_on(card, trainer)
     assert plan == expected
     assert "2 without it ran out of memory when timed" in measured
     if True in out_of_memory_when_timed:
@@ -509,11 +510,7 @@ def test_a_set_checkpointing_is_probed_as_set(tiny_models, tmp_path, setting, ex
     result = run_training(tiny_models["llama"], tmp_path, max_steps=1, save_steps=100, batch_size=8)
     trainer = result["trainer"]
     card = CardLimit(trainer.model, plain=2, checkpointed=8)
-    handle = trainer.model.register_forward_pre_hook(card, with_kwargs=True)
-    try:
-        plan, measured = choose_plan(trainer, BatchPlan(8, 1), 40, setting)
-    finally:
-        handle.remove()
+    plan, measured = choose_on(card, trainer, setting)
     assert plan == expected and measured == ""
     assert {on for _, _, on in card.seen} == {setting}
 

@@ -232,7 +232,8 @@ class SizeSchedule:
 # to learn SQL at all; a 0.5B code model already writes SQL, and that schedule over-fits it
 # (final loss 0.007, 2 points over its base, where 2e-4 for 2 epochs gained 21). The small
 # model trains 1.6x faster on its dequantized weights with norms in the compute dtype, and
-# scored no lower (docs/RESULTS.md, "Training speed"); the larger one keeps the measured QLoRA.
+# scored within the run-to-run spread of the slower recipe (docs/RESULTS.md, "Training speed");
+# the larger one keeps the measured QLoRA until that recipe has run on a 6 GB card.
 SIZE_SCHEDULES = (
     SizeSchedule(max_parameters=SMALL_MODEL_PARAMETERS, learning_rate=1e-3, epochs=6, dequantize=True,
                  float32_norms=False),
