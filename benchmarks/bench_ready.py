@@ -1,0 +1,99 @@
+"""Seconds from a predict stage's start to its first generated batch (`ready_s`), by what the
+stage reads and starts in the background while it imports (SQLORA_PRELOAD, sqlora/preload.py).
+
+Each run is the real stage (`stages/predict.py`) in a fresh process, on the first few dev
+questions, the variants taking turns round after round. With --cold (Linux), before every run
+the OS file cache drops the files of every folder on Python's path and the model's, as on a
+machine that has just started: a stage then reads its libraries from disk. Run after
+`dvc repro prepare-model preprocess` (and training, for --model outputs/adapter):
+
+    python benchmarks/bench_ready.py --cold
+    python benchmarks/bench_ready.py --variants none files,cuda --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def drop_from_file_cache(folders: list[Path]) -> int:
+    """Ask the OS to drop its cached pages of every file under `folders`; returns the files seen."""
+    seen = 0
+    for folder in folders:
+        for dirpath, _, names in os.walk(folder):
+            for name in names:
+                try:
+                    fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+                except OSError:
+                    continue
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                    seen += 1
+                except OSError:
+                    pass
+                finally:
+                    os.close(fd)
+    return seen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=Path("outputs/base_model"))
+    parser.add_argument("--base", type=Path, default=Path("outputs/base_model"))
+    parser.add_argument("--dev", type=Path, default=Path("data/prepared/dev.jsonl"))
+    parser.add_argument("--questions", type=int, default=16, help="dev questions each run answers")
+    parser.add_argument("--variants", nargs="+", default=["none", "cuda", "files", "files,cuda"],
+                        help="values of SQLORA_PRELOAD")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cold", action="store_true", help="empty the file cache before each run (Linux)")
+    parser.add_argument("--json", type=Path, help="also write the runs here")
+    args = parser.parse_args()
+    if args.cold and not hasattr(os, "posix_fadvise"):
+        sys.exit("--cold needs posix_fadvise (Linux)")
+
+    folders = sorted({Path(p).resolve() for p in sys.path if p and Path(p).is_dir() and Path(p) != ROOT}
+                     | {args.model.resolve(), args.base.resolve()})
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        dev = Path(tmp) / "dev.jsonl"
+        with args.dev.open(encoding="utf-8") as f:
+            dev.write_text("".join(line for _, line in zip(range(args.questions), f)), encoding="utf-8")
+        for round_ in range(1, args.rounds + 1):
+            for variant in args.variants:
+                if args.cold:
+                    drop_from_file_cache(folders)
+                metrics = Path(tmp) / "metrics.json"
+                started = time.perf_counter()
+                subprocess.run([sys.executable, str(ROOT / "stages" / "predict.py"), "--model", str(args.model),
+                                "--base", str(args.base), "--dev", str(dev), "--out", str(Path(tmp) / "pred"),
+                                "--metrics", str(metrics)],
+                               check=True, capture_output=True, env={**os.environ, "SQLORA_PRELOAD": variant})
+                stats = json.loads(metrics.read_text(encoding="utf-8"))
+                runs.append({"variant": variant, "round": round_, "cold": args.cold,
+                             "ready_s": stats["ready_s"], "load_s": stats["load_s"],
+                             "process_s": round(time.perf_counter() - started, 2)})
+                print(json.dumps(runs[-1]), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=1) + "\n", encoding="utf-8")
+    print(f"\n{'cold file cache' if args.cold else 'warm file cache'}, {args.rounds} rounds, "
+          f"{args.questions} questions, model {args.model}")
+    print("| SQLORA_PRELOAD | ready_s, each round | median ready_s | median load_s | median process s |")
+    print("| --- | --- | --- | --- | --- |")
+    for variant in args.variants:
+        mine = [r for r in runs if r["variant"] == variant]
+        print(f"| {variant} | {', '.join(str(r['ready_s']) for r in mine)} | {median(r['ready_s'] for r in mine):.2f} "
+              f"| {median(r['load_s'] for r in mine):.2f} | {median(r['process_s'] for r in mine):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
