@@ -1,14 +1,15 @@
-"""Seconds from a predict stage's start to its first generated batch (`ready_s`), by what the
-stage reads and starts in the background while it imports (SQLORA_PRELOAD, sqlora/preload.py).
+"""Seconds from a predict stage's start to its first generated batch (`ready_s`), for one or
+more versions of the code.
 
-Each run is the real stage (`stages/predict.py`) in a fresh process, on the first few dev
-questions, the variants taking turns round after round. With --cold (Linux), before every run
-the OS file cache drops the files of every folder on Python's path and the model's, as on a
-machine that has just started: a stage then reads its libraries from disk. Run after
-`dvc repro prepare-model preprocess` (and training, for --model outputs/adapter):
+Each run is the real stage (`stages/predict.py` of a project folder, with that folder's `src`
+first on PYTHONPATH) in a fresh process, on the first few dev questions; the versions take
+turns round after round. With --cold (Linux), before every run the OS file cache drops the files
+of every folder on Python's path and the model's, as on a machine that has just started: the
+stage then reads its libraries from disk. Run in a project after `dvc repro prepare-model
+preprocess` (and training, for --model outputs/adapter):
 
     python benchmarks/bench_ready.py --cold
-    python benchmarks/bench_ready.py --variants none files,cuda --rounds 5
+    python benchmarks/bench_ready.py --code before=../old-checkout --code after=. --rounds 5
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ def main() -> None:
     parser.add_argument("--base", type=Path, default=Path("outputs/base_model"))
     parser.add_argument("--dev", type=Path, default=Path("data/prepared/dev.jsonl"))
     parser.add_argument("--questions", type=int, default=16, help="dev questions each run answers")
-    parser.add_argument("--variants", nargs="+", default=["none", "cuda", "files", "files,cuda"],
-                        help="values of SQLORA_PRELOAD")
+    parser.add_argument("--code", nargs="+", default=[f"this={ROOT}"], metavar="LABEL=FOLDER",
+                        help="project folders whose stages/predict.py and src/ to time (default: this one)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cold", action="store_true", help="empty the file cache before each run (Linux)")
     parser.add_argument("--json", type=Path, help="also write the runs here")
@@ -61,6 +62,7 @@ def main() -> None:
     if args.cold and not hasattr(os, "posix_fadvise"):
         sys.exit("--cold needs posix_fadvise (Linux)")
 
+    versions = dict(code.split("=", 1) if "=" in code else (code, code) for code in args.code)
     folders = sorted({Path(p).resolve() for p in sys.path if p and Path(p).is_dir() and Path(p) != ROOT}
                      | {args.model.resolve(), args.base.resolve()})
     runs = []
@@ -69,17 +71,19 @@ def main() -> None:
         with args.dev.open(encoding="utf-8") as f:
             dev.write_text("".join(line for _, line in zip(range(args.questions), f)), encoding="utf-8")
         for round_ in range(1, args.rounds + 1):
-            for variant in args.variants:
+            for label, folder in versions.items():
                 if args.cold:
                     drop_from_file_cache(folders)
                 metrics = Path(tmp) / "metrics.json"
                 started = time.perf_counter()
-                subprocess.run([sys.executable, str(ROOT / "stages" / "predict.py"), "--model", str(args.model),
+                src = str(Path(folder, "src").resolve())
+                pythonpath = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+                subprocess.run([sys.executable, str(Path(folder, "stages", "predict.py")), "--model", str(args.model),
                                 "--base", str(args.base), "--dev", str(dev), "--out", str(Path(tmp) / "pred"),
                                 "--metrics", str(metrics)],
-                               check=True, capture_output=True, env={**os.environ, "SQLORA_PRELOAD": variant})
+                               check=True, capture_output=True, env={**os.environ, "PYTHONPATH": pythonpath})
                 stats = json.loads(metrics.read_text(encoding="utf-8"))
-                runs.append({"variant": variant, "round": round_, "cold": args.cold,
+                runs.append({"code": label, "round": round_, "cold": args.cold,
                              "ready_s": stats["ready_s"], "load_s": stats["load_s"],
                              "process_s": round(time.perf_counter() - started, 2)})
                 print(json.dumps(runs[-1]), flush=True)
@@ -87,11 +91,11 @@ def main() -> None:
         args.json.write_text(json.dumps(runs, indent=1) + "\n", encoding="utf-8")
     print(f"\n{'cold file cache' if args.cold else 'warm file cache'}, {args.rounds} rounds, "
           f"{args.questions} questions, model {args.model}")
-    print("| SQLORA_PRELOAD | ready_s, each round | median ready_s | median load_s | median process s |")
+    print("| code | ready_s, each round | median ready_s | median load_s | median process s |")
     print("| --- | --- | --- | --- | --- |")
-    for variant in args.variants:
-        mine = [r for r in runs if r["variant"] == variant]
-        print(f"| {variant} | {', '.join(str(r['ready_s']) for r in mine)} | {median(r['ready_s'] for r in mine):.2f} "
+    for label in versions:
+        mine = [r for r in runs if r["code"] == label]
+        print(f"| {label} | {', '.join(str(r['ready_s']) for r in mine)} | {median(r['ready_s'] for r in mine):.2f} "
               f"| {median(r['load_s'] for r in mine):.2f} | {median(r['process_s'] for r in mine):.2f} |")
 
 

@@ -27,7 +27,6 @@ from sqlora.errors import SqloraError, run_stage
 from sqlora.devices import cap_gpu_memory, describe_device, predict_on_devices, prediction_devices
 from sqlora.files import replace_dir, staging_area, write_text_atomic
 from sqlora.params import Params
-from sqlora.preload import preload
 from sqlora.prompts import extract_sql
 from sqlora.sqlexec import choose_sql
 
@@ -49,7 +48,6 @@ def main() -> None:
     trust_remote_code = params.model.trust_remote_code
     if not args.model.is_dir():
         raise SqloraError(f"model folder {args.model} does not exist (run the stage that makes it)")
-    preload([args.model, args.base], num_gpus=predict.num_gpus)  # while torch and transformers import
     cap_gpu_memory()
     print(describe_device(), flush=True)
     with args.dev.open(encoding="utf-8") as f:

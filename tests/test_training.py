@@ -529,8 +529,9 @@ def test_a_checkpointed_plan_trains_with_checkpointing(tiny_models, tmp_path):
 
 def test_schedule_by_model_size():
     train = TrainParams.read({**TRAIN, "learning_rate": "auto", "epochs": "auto"})
-    small, large = resolved_schedule(train, 135_000_000), resolved_schedule(train, 494_000_000)
+    small, qwen_05b, large = (resolved_schedule(train, n) for n in (135_000_000, 630_000_000, 1_540_000_000))
     assert (small.learning_rate, small.epochs, small.dequantize, small.float32_norms) == (1e-3, 6, True, False)
+    assert (qwen_05b.learning_rate, qwen_05b.epochs, qwen_05b.dequantize, qwen_05b.float32_norms) == (2e-4, 2, True, False)
     assert (large.learning_rate, large.epochs, large.dequantize, large.float32_norms) == (2e-4, 2, False, True)
     fixed = TrainParams.read({**TRAIN, "learning_rate": 5e-4, "epochs": 3, "dequantize": False,
                               "float32_norms": True})
@@ -565,7 +566,7 @@ def test_the_dequantized_base_trains_as_the_4bit_one(tiny_models, tmp_path, floa
         assert adapter_16bit[name].dtype == weight.dtype
 
 
-def test_a_model_over_the_small_size_keeps_its_4bit_layers(tiny_models, tmp_path, monkeypatch):
+def test_a_model_past_the_16bit_sizes_keeps_its_4bit_layers(tiny_models, tmp_path, monkeypatch):
     monkeypatch.setattr(training, "SIZE_SCHEDULES", tuple(
         dataclasses.replace(size, max_parameters=1) if size.max_parameters < math.inf else size
         for size in training.SIZE_SCHEDULES))
