@@ -4,8 +4,10 @@ accuracy by hardness for the base and fine-tuned models.
     python benchmarks/plot_results.py docs/results/h200x2-2026-11-28/default --out docs/figures
     python benchmarks/plot_results.py --sweep docs/results/h200x2-2026-11-28 --out docs/figures
     python benchmarks/plot_results.py --models "SmolLM2 5.5 GiB=docs/results/h200-2026-11-29-sizes/smollm2_5.5gib" ...
+    python benchmarks/plot_results.py --seeds "defaults=docs/results/h200x2-2026-11-30-seeds/smollm2_defaults_seed*" ...
 (--sweep: one bar per experiment folder, its fine-tuned strict score on all questions;
- --models: runs side by side, fine-tuned strict score by hardness and the loss curves, in models.png)
+ --models: runs side by side, fine-tuned strict score by hardness and the loss curves, in models.png;
+ --seeds: recipes side by side, a dot per run (folders matching the pattern) and a line at their mean, in seeds.png)
 (needs matplotlib: python -m pip install matplotlib)
 """
 
@@ -25,6 +27,8 @@ def main() -> None:
     parser.add_argument("--sweep", type=Path, help="folder of experiment folders, each with eval.json")
     parser.add_argument("--models", nargs="+", metavar="LABEL=FOLDER",
                         help="runs to compare, each a label and a folder with eval.json and train_loss.csv")
+    parser.add_argument("--seeds", nargs="+", metavar="LABEL=PATTERN",
+                        help="recipes to compare, each a label and a folder pattern matching one folder per run")
     parser.add_argument("--out", type=Path, default=Path("docs/figures"))
     args = parser.parse_args()
     try:
@@ -34,8 +38,8 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not (args.metrics or args.sweep or args.models):
-        parser.error("give a run's metrics folder, --sweep FOLDER or --models LABEL=FOLDER ...")
+    if not (args.metrics or args.sweep or args.models or args.seeds):
+        parser.error("give a run's metrics folder, --sweep FOLDER, --models LABEL=FOLDER ... or --seeds LABEL=PATTERN ...")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.sweep:
         plot_sweep(plt, args.sweep, args.out / "sweep.png")
@@ -44,6 +48,14 @@ def main() -> None:
     if args.models:
         runs = [(label, Path(folder)) for label, _, folder in (m.partition("=") for m in args.models)]
         plot_models(plt, runs, args.out / "models.png")
+    if args.seeds:
+        groups = []
+        for label, _, pattern in (s.partition("=") for s in args.seeds):
+            folders = sorted(Path(pattern).parent.glob(Path(pattern).name))
+            if not folders:
+                parser.error(f"--seeds {label}={pattern}: no folder matches")
+            groups.append((label, folders))
+        plot_seeds(plt, groups, args.out / "seeds.png")
 
 
 def plot_sweep(plt, sweep: Path, out: Path) -> None:
@@ -83,6 +95,30 @@ def plot_models(plt, runs: list[tuple[str, Path]], out: Path) -> None:
     loss_axes.set_ylabel("training loss (SQL tokens)")
     loss_axes.set_title("Loss: capped and uncapped")
     loss_axes.legend(frameon=False, fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+    print(f"wrote {out}")
+
+
+def plot_seeds(plt, groups: list[tuple[str, list[Path]]], out: Path) -> None:
+    figure, axes = plt.subplots(figsize=(7.5, 3.4))
+    width = 0.8 / len(groups)
+    for n, (label, folders) in enumerate(groups):
+        runs = [json.loads((folder / "eval.json").read_text()) for folder in folders]
+        for i, level in enumerate(LEVELS):
+            x = i + (n - (len(groups) - 1) / 2) * width
+            values = [run[f"finetuned_exec_{level}"] for run in runs]
+            mean = sum(values) / len(values)
+            axes.scatter([x] * len(values), values, s=14, color=f"C{n}", alpha=0.7,
+                         label=f"{label} ({len(runs)} runs)" if i == 0 else None)
+            axes.hlines(mean, x - width * 0.4, x + width * 0.4, color=f"C{n}")
+            axes.annotate(f"{mean:.3f}", (x, mean), xytext=(0, -12 if n % 2 else 6), textcoords="offset points",
+                          ha="center", fontsize=7)
+    axes.set_xticks(range(len(LEVELS)), LEVELS)
+    axes.set_ylabel("fine-tuned execution accuracy (strict)")
+    axes.set_ylim(0, 1)
+    axes.legend(frameon=False, fontsize=8)
+    axes.set_title("Spider dev, by hardness: one dot per run, a line at the mean")
     figure.tight_layout()
     figure.savefig(out, dpi=120)
     print(f"wrote {out}")

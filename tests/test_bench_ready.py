@@ -1,0 +1,57 @@
+"""benchmarks/bench_ready.py: the predict stage's ready_s, per version of the code."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sqlora.prompts import build_prompt
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench_ready():
+    spec = importlib.util.spec_from_file_location("bench_ready", ROOT / "benchmarks" / "bench_ready.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="the file cache is dropped through posix_fadvise")
+def test_dropping_the_file_cache_visits_every_file(bench_ready, tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/one.so", "a/b/two.py", "three.safetensors"):
+        (tmp_path / name).write_bytes(b"x" * 8192)
+    assert bench_ready.drop_from_file_cache([tmp_path, tmp_path / "missing"]) == 3
+    assert (tmp_path / "a" / "one.so").read_bytes() == b"x" * 8192  # dropped from the cache, not from disk
+
+
+def test_it_times_the_stage_of_each_version_given(tmp_path):
+    from tiny_model import build_tiny_model
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["quant"]["bits"] = 16
+    params["predict"].update(num_candidates=1, max_new_tokens=4, batch_size=2)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    build_tiny_model(tmp_path / "outputs" / "base_model")
+    dev = tmp_path / "data" / "prepared" / "dev.jsonl"
+    dev.parent.mkdir(parents=True)
+    dev.write_text("".join(json.dumps({"index": i, "db_id": "concert", "question": "How many singers?",
+                                       "prompt": build_prompt("singer(id number)", "How many singers?")}) + "\n"
+                           for i in range(3)), encoding="utf-8")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_ready.py"), "--questions", "1",
+                           "--rounds", "1", "--code", f"here={ROOT}", "--json", "runs.json"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = json.loads((tmp_path / "runs.json").read_text(encoding="utf-8"))
+    assert [run["code"] for run in runs] == ["here"] and runs[0]["cold"] is False
+    assert 0 < runs[0]["load_s"] < runs[0]["ready_s"] < runs[0]["process_s"]
+    assert "| here |" in done.stdout
