@@ -9,7 +9,7 @@ stage then reads its libraries from disk. Run in a project after `dvc repro prep
 preprocess` (and training, for --model outputs/adapter):
 
     python benchmarks/bench_ready.py --cold
-    python benchmarks/bench_ready.py --code before=../old-checkout --code after=. --rounds 5
+    python benchmarks/bench_ready.py --code before=../old-checkout after=. --rounds 5
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def main() -> None:
 
     versions = dict(code.split("=", 1) if "=" in code else (code, code) for code in args.code)
     folders = sorted({Path(p).resolve() for p in sys.path if p and Path(p).is_dir() and Path(p) != ROOT}
+                     | {Path(folder, "src").resolve() for folder in versions.values()}
                      | {args.model.resolve(), args.base.resolve()})
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
