@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from script_modules import load_script
 from sqlora.prompts import build_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,10 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench_ready():
-    spec = importlib.util.spec_from_file_location("bench_ready", ROOT / "benchmarks" / "bench_ready.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/bench_ready.py")
 
 
 @pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="the file cache is dropped through posix_fadvise")

@@ -1,20 +1,18 @@
 """benchmarks/bench_train.py: the rows `--also` adds, checked before any training runs."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import yaml
+
+from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench_train():
-    spec = importlib.util.spec_from_file_location("bench_train", ROOT / "benchmarks" / "bench_train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/bench_train.py")
 
 
 @pytest.fixture()

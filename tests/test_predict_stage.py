@@ -9,7 +9,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("SQLORA_PROGRESS", "0")
 
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -18,6 +17,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
+from script_modules import load_script  # noqa: E402
 from eval_fixtures import concert_database, folder_digest, make_database  # noqa: E402
 from sqlora.devices import Prediction  # noqa: E402
 from sqlora.prompts import build_prompt, extract_sql  # noqa: E402
@@ -29,16 +29,9 @@ QUANT16 = {"bits": 16, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant"
 SCHEMA = "singer(id number, name text, country text, age number, note text)"
 
 
-def load_stage(name: str):
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def stage():
-    return load_stage("predict")
+    return load_script("stages/predict.py")
 
 
 @pytest.fixture
@@ -116,10 +109,7 @@ def test_choose_with_mixed_candidate_counts(db_dir):
 
 
 def rescore_module():
-    spec = importlib.util.spec_from_file_location("rescore", ROOT / "benchmarks" / "rescore_candidates.py")
-    rescore = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rescore)
-    return rescore
+    return load_script("benchmarks/rescore_candidates.py")
 
 
 def test_rescore_vote_keeps_the_largest_group_of_equal_results_preferring_rows(db_dir):

@@ -10,7 +10,6 @@ os.environ.setdefault("SQLORA_PROGRESS", "0")
 
 import csv  # noqa: E402
 import dataclasses  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
@@ -22,6 +21,7 @@ import trl  # noqa: E402
 import yaml  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
+from script_modules import load_script  # noqa: E402
 from sqlora.errors import SqloraError  # noqa: E402
 from sqlora.modeling import (compute_dtype, load_quantized_model, load_tokenizer,  # noqa: E402
                              lora_config)
@@ -257,13 +257,6 @@ def test_nan_loss_stops_training_and_names_last_good_checkpoint(tiny_models, tmp
     assert checkpoint_steps(tmp_path / "checkpoints") == [2]  # nothing saved after the NaN
 
 
-def load_stage(name: str):
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_train_stage_writes_no_adapter_when_the_loss_goes_nan(tiny_models, tmp_path, monkeypatch):
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     params["quant"] = as_dict(QUANT)
@@ -280,7 +273,7 @@ def test_train_stage_writes_no_adapter_when_the_loss_goes_nan(tiny_models, tmp_p
         "--metrics", str(tmp_path / "train.json"), "--loss-curve", str(tmp_path / "loss.csv"),
         "--params", str(tmp_path / "params.yaml")])
     ExtraCallbacks(monkeypatch, PoisonAfter(3))
-    stage = load_stage("train")
+    stage = load_script("stages/train.py")
     with pytest.raises(SqloraError) as caught:
         stage.main()
     message = str(caught.value)
@@ -746,7 +739,7 @@ def test_train_stage_resumes_only_the_same_base_and_data(tiny_models, tmp_path, 
         "train.py", "--base", str(base), "--train", str(data), "--out", str(tmp_path / "adapter"),
         "--checkpoints", str(tmp_path / "ckpt"), "--metrics", str(tmp_path / "train.json"),
         "--loss-curve", str(tmp_path / "loss.csv"), "--params", str(tmp_path / "params.yaml")])
-    stage = load_stage("train")
+    stage = load_script("stages/train.py")
     with monkeypatch.context() as patch:
         ExtraCallbacks(patch, InterruptAfter(4))
         with pytest.raises(KeyboardInterrupt):
