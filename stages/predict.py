@@ -81,7 +81,7 @@ def main() -> None:
         (new / "generations.jsonl").write_text("".join(records), encoding="utf-8")
         replace_dir(new, args.out)
     stats = {"questions": len(questions), "devices": len(devices),
-             "ready_s": round(before_load + run.load_s, 2),  # from the stage's start to its first generated batch
+             "ready_s": round(before_load + run.ready_s, 2),  # from the stage's start to its first batch
              "load_s": round(run.load_s, 2),
              "generate_s": round(run.generate_s, 2),
              "questions_per_s": round(len(questions) / max(run.generate_s, 1e-9), 2),

@@ -52,3 +52,33 @@ def test_it_times_the_stage_of_each_version_given(tmp_path):
     assert [run["code"] for run in runs] == ["here"] and runs[0]["cold"] is False
     assert 0 < runs[0]["load_s"] < runs[0]["ready_s"] < runs[0]["process_s"]
     assert "| here |" in done.stdout
+
+
+def test_import_seconds_are_split_by_package(bench_ready):
+    log = """import time: self [us] | cumulative | imported package
+import time:       100 |        100 |   _io
+import time:    200000 |     200000 |       torch._C
+import time:     50000 |      50000 |         torch._dynamo.utils
+import time:    300000 |     350000 |       torch._dynamo
+import time:     40000 |      40000 |     torch.distributed.tensor
+import time:     10000 |    600000 |   torch
+import time:      7000 |       7000 | transformers.masking_utils
+a line of the stage's own output
+"""
+    seconds = bench_ready.import_seconds_by_package(log)
+    assert seconds == pytest.approx({"_io": 0.0001, "torch": 0.21, "torch._dynamo": 0.35,
+                                     "torch.distributed": 0.04, "transformers": 0.007})
+
+
+def test_packages_are_looked_up_in_the_lock_file(bench_ready, tmp_path):
+    lock = tmp_path / "uv.lock"
+    lock.write_text('version = 1\n[[package]]\nname = "Torch"\n[[package]]\nname = "huggingface-hub"\n',
+                    encoding="utf-8")
+    locked = bench_ready.locked_packages(lock)
+    assert locked == {"torch", "huggingface-hub"}
+    distributions = {"torch": ["torch"], "huggingface_hub": ["huggingface_hub"], "scipy": ["scipy"]}
+    assert bench_ready.in_lock("torch._dynamo", locked, distributions) == "yes"
+    assert bench_ready.in_lock("huggingface_hub", locked, distributions) == "yes"
+    assert bench_ready.in_lock("scipy", locked, distributions) == "no"
+    assert bench_ready.in_lock("json", locked, distributions) == "standard library"
+    assert bench_ready.locked_packages(tmp_path / "missing.lock") == set()

@@ -17,7 +17,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from sqlora.devices import predict_on_devices  # noqa: E402
-from sqlora.generation import degenerate_reason, generate, generate_candidates, sql_end_token_ids  # noqa: E402
+from sqlora.generation import (degenerate_reason, generate, generate_candidates, left_padded,  # noqa: E402
+                               sql_end_token_ids)
 from sqlora.modeling import (chat_end_token_ids, is_adapter, load_for_inference,  # noqa: E402
                              load_quantized_model, load_tokenizer, lora_config)
 from sqlora.params import LoraParams, QuantParams  # noqa: E402
@@ -243,11 +244,11 @@ def test_questions_spread_over_devices_come_back_in_order(tiny_models):
     options = {"batch_size": 4, "max_new_tokens": 6, "answer_prefix": "SELECT", "num_candidates": 2}
     alone = predict_on_devices(tiny_models["llama"], tiny_models["llama"], QUANT16, PROMPTS, ["cpu"],
                                **options).candidates
-    spread, load_s, generate_s, peak = predict_on_devices(tiny_models["llama"], tiny_models["llama"], QUANT16,
-                                                          PROMPTS, ["cpu", "cpu"], **options)
+    spread, load_s, generate_s, peak, ready_s = predict_on_devices(tiny_models["llama"], tiny_models["llama"],
+                                                                   QUANT16, PROMPTS, ["cpu", "cpu"], **options)
     assert spread == alone and len(spread) == len(PROMPTS) and peak is None  # no GPU memory on CPU
     assert all(len(c) == 2 and all(t.startswith("SELECT") for t in c) for c in spread), spread
-    assert load_s > 0 and generate_s > 0
+    assert load_s > 0 and generate_s > 0 and load_s <= ready_s <= load_s + generate_s
 
 
 def test_predict_on_devices_gives_one_candidate_per_prompt_by_default(tiny_models):
@@ -257,6 +258,26 @@ def test_predict_on_devices_gives_one_candidate_per_prompt_by_default(tiny_model
     model, tokenizer = load(tiny_models["qwen2"], QUANT4)
     greedy = generate(model, tokenizer, PROMPTS[:3], batch_size=2, max_new_tokens=4, answer_prefix="SELECT")
     assert candidates == [[g] for g in greedy]
+
+
+def test_batches_are_padded_as_the_tokenizer_pads_them(tiny_models):
+    _, tokenizer = load(tiny_models["qwen2"])
+    texts = [prompt_text(tokenizer, p) + "SELECT" for p in PROMPTS[:4]]
+    tokenizer.padding_side = "left"
+    expected = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    got = left_padded(tokenizer(texts, add_special_tokens=False)["input_ids"], tokenizer.pad_token_id)
+    assert torch.equal(got["input_ids"], expected["input_ids"])
+    assert torch.equal(got["attention_mask"], expected["attention_mask"])
+
+
+def test_first_batch_is_announced_once_after_tokenizing(tiny_models, monkeypatch):
+    model, tokenizer = load(tiny_models["qwen2"])
+    events = []
+    original = model.generate
+    monkeypatch.setattr(model, "generate", lambda *a, **kw: events.append("batch") or original(*a, **kw))
+    generate_candidates(model, tokenizer, PROMPTS, batch_size=2, max_new_tokens=2,
+                        on_first_batch=lambda: events.append("first"))
+    assert events == ["first", "batch", "batch", "batch"]
 
 
 # ---------------------------------------------------------------- candidates (beam search)
@@ -439,7 +460,8 @@ def test_static_cache_gives_what_the_growing_cache_gives(tiny_models, family, nu
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) + "SELECT"
              for p in PROMPTS]
     ends = chat_end_token_ids(tokenizer)
-    ours = _generate_batch(model, tokenizer, texts, max_new_tokens=12, eos_token_id=ends,
+    token_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    ours = _generate_batch(model, tokenizer, token_ids, max_new_tokens=12, eos_token_id=ends,
                            num_candidates=num_candidates)
     encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     search = {"num_beams": num_candidates, "num_return_sequences": num_candidates,

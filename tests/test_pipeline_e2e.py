@@ -152,7 +152,8 @@ def test_repro_runs_every_stage_and_writes_metrics(pipeline_repo: Path):
                        for g in generations)
             assert predict["not_first_candidate"] == sum(1 for g in generations if g["candidate"])
         assert predict["stage_s"] >= predict["load_s"] + predict["generate_s"] - 0.05
-        assert predict["load_s"] <= predict["ready_s"] <= predict["stage_s"] - predict["generate_s"] + 0.05
+        # ready: the stage's start to its first batch, so after the load and before the end
+        assert predict["load_s"] <= predict["ready_s"] <= predict["stage_s"]
     assert (pipeline_repo / "outputs/adapter/adapter_config.json").is_file()
 
     shown = dvc(pipeline_repo, "metrics", "show").stdout

@@ -169,7 +169,7 @@ def test_stage_writes_the_chosen_candidates(stage, db_dir, tmp_path, monkeypatch
 
     def fake_predict(model_dir, base_dir, quant, prompts, devices, **options):
         seen.update(options, prompts=prompts)
-        return Prediction(candidates, 0.5, 2.0, 1234.5)
+        return Prediction(candidates, 0.5, 2.0, 1234.5, 0.75)
 
     monkeypatch.setattr(stage, "predict_on_devices", fake_predict)
     work = write_inputs(tmp_path, questions, num_candidates=2, dequantize=False)
@@ -185,13 +185,14 @@ def test_stage_writes_the_chosen_candidates(stage, db_dir, tmp_path, monkeypatch
     assert [g["sql"] for g in generations] == pred
     assert metrics["not_first_candidate"] == 1 and metrics["questions"] == 3
     assert metrics["load_s"] == 0.5 and metrics["generate_s"] == 2.0 and metrics["peak_memory_mb"] == 1234.5
+    assert 0.75 <= metrics["ready_s"] <= 0.75 + metrics["stage_s"]  # the shards' 0.75 s, after the stage's own start
     assert metrics["stage_s"] >= 0 and metrics["empty_predictions"] == 0
 
 
 def test_stage_with_one_candidate_writes_no_candidate_fields(stage, tmp_path, monkeypatch):
     questions = [question(0), question(1)]
     monkeypatch.setattr(stage, "predict_on_devices",
-                        lambda *args, **options: Prediction([["SELECT 1"], ["no sql here"]], 0.1, 0.2, None))
+                        lambda *args, **options: Prediction([["SELECT 1"], ["no sql here"]], 0.1, 0.2, None, 0.1))
     work = write_inputs(tmp_path, questions, num_candidates=1)
     pred, generations, metrics = run_main(stage, monkeypatch, work, tmp_path / "no_db")  # never opened
     assert pred == ["SELECT 1", ""]
@@ -206,7 +207,7 @@ def test_stage_repairs_a_column_taken_from_the_wrong_table(stage, db_dir, tmp_pa
                   "INSERT INTO stadium VALUES (1, 'Hampden'); INSERT INTO concert VALUES (1);")
     wrong = "SELECT T1.name FROM concert AS T1 JOIN stadium AS T2 ON T1.stadium_id = T2.stadium_id"
     monkeypatch.setattr(stage, "predict_on_devices",
-                        lambda *args, **options: Prediction([[wrong], ["SELECT 1"]], 0.1, 0.2, None))
+                        lambda *args, **options: Prediction([[wrong], ["SELECT 1"]], 0.1, 0.2, None, 0.1))
     work = write_inputs(tmp_path, [question(0, "shows"), question(1)], num_candidates=1, repair_columns=repair)
     pred, generations, metrics = run_main(stage, monkeypatch, work, db_dir)
     expected = wrong.replace("T1.name", "T2.name") if repair else wrong

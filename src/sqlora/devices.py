@@ -146,6 +146,7 @@ class Prediction(NamedTuple):
     load_s: float                    # model load, the slowest device's
     generate_s: float                # generation, the slowest device's
     peak_memory_mb: float | None     # the most GPU memory torch allocated on one device; None on CPU
+    ready_s: float                   # from the load's start to the first batch (load, then tokenizing), the slowest device's
 
 
 def predict_on_devices(model_dir: Path, base_dir: Path, quant, prompts: list[list[dict]],
@@ -171,7 +172,7 @@ def predict_on_devices(model_dir: Path, base_dir: Path, quant, prompts: list[lis
             candidates[i] = texts
     peaks = [r.peak_memory_mb for r in results if r.peak_memory_mb is not None]
     return Prediction(candidates, max(r.load_s for r in results), max(r.generate_s for r in results),
-                      max(peaks) if peaks else None)
+                      max(peaks) if peaks else None, max(r.ready_s for r in results))
 
 
 def _predict_shard(model_dir, base_dir, quant, prompts, device, load, generation) -> Prediction:
@@ -185,9 +186,14 @@ def _predict_shard(model_dir, base_dir, quant, prompts, device, load, generation
     cap_gpu_memory()  # a process of its own under spawn
     started = time.perf_counter()
     model, tokenizer = load_for_inference(Path(model_dir), Path(base_dir), quant, device=device, **load)
-    loaded = time.perf_counter()
+    loaded = first_batch = time.perf_counter()
+
+    def mark_first_batch():
+        nonlocal first_batch
+        first_batch = time.perf_counter()
+
     with fused_rms_norms(model):
-        candidates = generate_candidates(model, tokenizer, prompts, **generation)
+        candidates = generate_candidates(model, tokenizer, prompts, on_first_batch=mark_first_batch, **generation)
     on_gpu = str(device).startswith("cuda")
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if on_gpu else None
-    return Prediction(candidates, loaded - started, time.perf_counter() - loaded, peak)
+    return Prediction(candidates, loaded - started, time.perf_counter() - loaded, peak, first_batch - started)

@@ -18,7 +18,7 @@ def generate(model, tokenizer, prompts: list[list[dict]], *, batch_size: int, ma
 
 def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_size: int, max_new_tokens: int,
                         answer_prefix: str = "", num_candidates: int = 1,
-                        desc: str = "generating") -> list[list[str]]:
+                        desc: str = "generating", on_first_batch=None) -> list[list[str]]:
     """Completions per chat prompt, in input order: the greedy one, or with `num_candidates` > 1
     the best `num_candidates` of a beam search, best first.
 
@@ -29,11 +29,14 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_si
     A batch that runs out of GPU memory is retried with half as many prompts. From then on a
     batch holds as many prompts as fit in the tokens that half held (prompt and new tokens, what
     the KV cache is sized by), so the shorter prompts that come later go in larger batches.
+
+    The prompts are tokenized once, up front; `on_first_batch()`, if given, is called when that is
+    done, just before the first batch generates.
     """
     texts = [prompt_text(tokenizer, p) + answer_prefix for p in prompts]
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    token_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    lengths = [len(ids) for ids in token_ids]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # longest first: memory errors show early
-    tokenizer.padding_side = "left"
     options = {"max_new_tokens": max_new_tokens, "eos_token_id": sql_end_token_ids(tokenizer),
                "num_candidates": num_candidates}
     outputs: list[list[str]] = [[] for _ in texts]
@@ -45,8 +48,11 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_si
         tokens_each = lengths[order[start]] + max_new_tokens
         size = most_prompts if token_budget is None else max(1, min(most_prompts, token_budget // tokens_each))
         batch = order[start:start + size]
+        if on_first_batch is not None:
+            on_first_batch()
+            on_first_batch = None
         try:
-            generated = _generate_batch(model, tokenizer, [texts[i] for i in batch], **options)
+            generated = _generate_batch(model, tokenizer, [token_ids[i] for i in batch], **options)
         except out_of_memory_errors():
             if len(batch) == 1:
                 raise
@@ -66,12 +72,12 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_si
     return outputs
 
 
-def _generate_batch(model, tokenizer, texts: list[str], *, max_new_tokens: int, eos_token_id: list[int],
-                    num_candidates: int) -> list[list[str]]:
+def _generate_batch(model, tokenizer, token_ids: list[list[int]], *, max_new_tokens: int,
+                    eos_token_id: list[int], num_candidates: int) -> list[list[str]]:
     import torch
 
     device = next(model.parameters()).device
-    encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    encoded = {name: tensor.to(device) for name, tensor in left_padded(token_ids, tokenizer.pad_token_id).items()}
     search = {"num_beams": num_candidates, "num_return_sequences": num_candidates,
               "early_stopping": True} if num_candidates > 1 else {}
     with torch.inference_mode():
@@ -86,6 +92,21 @@ def _generate_batch(model, tokenizer, texts: list[str], *, max_new_tokens: int, 
         )
     decoded = tokenizer.batch_decode(generated[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
     return [decoded[i:i + num_candidates] for i in range(0, len(decoded), num_candidates)]
+
+
+def left_padded(token_ids: list[list[int]], pad_token_id: int) -> dict:
+    """`input_ids` and `attention_mask` of one batch, padded on the left (as the tokenizer pads
+    with `padding_side="left"`), so that every prompt's last token sits where generation starts."""
+    import torch
+
+    longest = max(len(ids) for ids in token_ids)
+    input_ids = torch.full((len(token_ids), longest), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(token_ids), longest), dtype=torch.long)
+    for row, ids in enumerate(token_ids):
+        if ids:
+            input_ids[row, -len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, -len(ids):] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 def sql_end_token_ids(tokenizer) -> list[int]:
