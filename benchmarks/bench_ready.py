@@ -93,7 +93,7 @@ def print_import_table(runs: list[dict]) -> None:
                       key=lambda p: -median(run["imports"].get(p, 0.0) for run in runs))
     locked, distributions = locked_packages(ROOT / "uv.lock"), packages_distributions()
     print(f"\nimporting, median of {len(runs)} runs: {median(totals):.2f} s in all")
-    print("| package | seconds | share | in uv.lock |" if locked else "| package | seconds | share | (no uv.lock here) |")
+    print(f"| package | seconds | share | {'in uv.lock' if locked else '(no uv.lock here)'} |")
     print("| --- | --- | --- | --- |")
     shown = 0.0
     for package in packages:

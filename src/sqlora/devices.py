@@ -146,7 +146,7 @@ class Prediction(NamedTuple):
     load_s: float                    # model load, the slowest device's
     generate_s: float                # generation, the slowest device's
     peak_memory_mb: float | None     # the most GPU memory torch allocated on one device; None on CPU
-    ready_s: float                   # from the load's start to the first batch (load, then tokenizing), the slowest device's
+    ready_s: float                   # load, then tokenizing: to the first batch, the slowest device's
 
 
 def predict_on_devices(model_dir: Path, base_dir: Path, quant, prompts: list[list[dict]],
