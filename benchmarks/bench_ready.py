@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from statistics import median
 
+from packaging.utils import canonicalize_name
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -74,25 +76,24 @@ def locked_packages(lock: Path) -> set[str]:
     if not lock.is_file():
         return set()
     names = re.findall(r'^name = "([^"]+)"', lock.read_text(encoding="utf-8"), flags=re.M)
-    return {re.sub(r"[-_.]+", "-", name).lower() for name in names}
+    return {canonicalize_name(name) for name in names}
 
 
 def in_lock(package: str, locked: set[str], distributions: dict[str, list[str]]) -> str:
     top = package.split(".")[0]
     if top not in distributions:
         return "standard library" if top in sys.stdlib_module_names else "?"
-    names = {re.sub(r"[-_.]+", "-", name).lower() for name in distributions[top]}
-    return "yes" if names & locked else "no"
+    return "yes" if {canonicalize_name(name) for name in distributions[top]} & locked else "no"
 
 
 def print_import_table(runs: list[dict]) -> None:
     from importlib.metadata import packages_distributions
 
-    totals = [sum(run["imports"].values()) for run in runs]
+    total = median(sum(run["imports"].values()) for run in runs)
     packages = sorted({p for run in runs for p in run["imports"]},
                       key=lambda p: -median(run["imports"].get(p, 0.0) for run in runs))
     locked, distributions = locked_packages(ROOT / "uv.lock"), packages_distributions()
-    print(f"\nimporting, median of {len(runs)} runs: {median(totals):.2f} s in all")
+    print(f"\nimporting, median of {len(runs)} runs: {total:.2f} s in all")
     print(f"| package | seconds | share | {'in uv.lock' if locked else '(no uv.lock here)'} |")
     print("| --- | --- | --- | --- |")
     shown = 0.0
@@ -101,9 +102,9 @@ def print_import_table(runs: list[dict]) -> None:
         if seconds < 0.02:
             break
         shown += seconds
-        print(f"| {package} | {seconds:.2f} | {seconds / median(totals):.0%} | "
+        print(f"| {package} | {seconds:.2f} | {seconds / total:.0%} | "
               f"{in_lock(package, locked, distributions) if locked else ''} |")
-    print(f"| everything else | {max(0.0, median(totals) - shown):.2f} | | |")
+    print(f"| everything else | {max(0.0, total - shown):.2f} | | |")
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 from importlib.metadata import Distribution, distributions
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 try:
     import tomllib
@@ -36,16 +36,12 @@ except ModuleNotFoundError:  # Python 3.10
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def normalized(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def installed(sites: list[Path]) -> dict[str, tuple[Path, Distribution]]:
     """Every distribution in `sites`, by normalized name; the first folder that has it wins."""
     found: dict[str, tuple[Path, Distribution]] = {}
     for site in sites:
         for dist in distributions(path=[str(site)]):
-            found.setdefault(normalized(dist.metadata["Name"]), (site, dist))
+            found.setdefault(canonicalize_name(dist.metadata["Name"]), (site, dist))
     return found
 
 
@@ -57,7 +53,7 @@ def closure(requirements: list[str], found: dict[str, tuple[Path, Distribution]]
     missing: set[str] = set()
     while todo:
         requirement = todo.pop()
-        name = normalized(requirement.name)
+        name = canonicalize_name(requirement.name)
         if name in needed or name in missing:
             continue
         if name not in found:
