@@ -32,9 +32,9 @@ import time
 import zipfile
 from pathlib import Path
 
-from sqlora.evaluate import Question, Settings, evaluate, judge
-from sqlora.sqlexec import DatabaseCache
-from sqlora.sqltokens import tokenize
+from sqlora.eval.accuracy import Question, Settings, evaluate, judge
+from sqlora.sql.sandbox import DatabaseCache
+from sqlora.sql.tokens import tokenize
 
 SPIDER_ZIP_VARIABLE = "SQLORA_SPIDER_ZIP"
 

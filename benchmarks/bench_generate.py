@@ -25,10 +25,11 @@ os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 import torch
 
-from sqlora.generation import sql_end_token_ids
-from sqlora.modeling import chat_end_token_ids, fused_rms_norms, load_for_inference
-from sqlora.params import Params
-from sqlora.prompts import extract_sql, prompt_text
+from sqlora.core.params import Params
+from sqlora.data.prompts import chat_end_token_ids, extract_sql, prompt_text
+from sqlora.model.layers import fused_rms_norms
+from sqlora.model.loading import load_for_inference
+from sqlora.predict.generation import sql_end_token_ids
 
 STOP_STRINGS = [";"]  # how the predict stage found the end of the SQL before sql_end_token_ids
 BEAMS = {"num_beams": 4, "num_return_sequences": 4, "early_stopping": True}

@@ -15,12 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-
-from sqlora.evaluate import evaluate
-from sqlora.generation import generate
-from sqlora.modeling import load_for_inference
-from sqlora.params import Params
-from sqlora.prompts import extract_sql
+from sqlora.core.params import Params
+from sqlora.data.prompts import extract_sql
+from sqlora.eval.accuracy import evaluate
+from sqlora.model.loading import load_for_inference
+from sqlora.predict.generation import generate
 
 
 def load(model: str, path: str, args, quant: dict):

@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=Path("outputs/base_model"))
     parser.add_argument("--base", type=Path, default=Path("outputs/base_model"))
     parser.add_argument("--dev", type=Path, default=Path("data/prepared/dev.jsonl"))
+    parser.add_argument("--db", type=Path, default=Path("data/spider/database"))
     parser.add_argument("--questions", type=int, default=16, help="dev questions each run answers")
     parser.add_argument("--code", nargs="+", default=[f"this={ROOT}"], metavar="LABEL=FOLDER",
                         help="project folders whose stages/predict.py and src/ to time (default: this one)")
@@ -137,19 +138,21 @@ def main() -> None:
             for label, folder in versions.items():
                 if args.cold:
                     drop_from_file_cache(folders)
-                metrics = Path(tmp) / "metrics.json"
+                metrics, details = Path(tmp) / "metrics.json", Path(tmp) / "details.json"
                 started = time.perf_counter()
                 src = str(Path(folder, "src").resolve())
                 pythonpath = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
                 python = [sys.executable, "-X", "importtime"] if args.importtime else [sys.executable]
                 done = subprocess.run(
                     python + [str(Path(folder, "stages", "predict.py")), "--model", str(args.model),
-                              "--base", str(args.base), "--dev", str(dev), "--out", str(Path(tmp) / "pred"),
-                              "--metrics", str(metrics)],
+                              "--base", str(args.base), "--dev", str(dev), "--db", str(args.db),
+                              "--out", str(Path(tmp) / "pred"), "--metrics", str(metrics),
+                              "--details", str(details)],
                     capture_output=True, text=True, env={**os.environ, "PYTHONPATH": pythonpath})
                 if done.returncode:
                     sys.exit(f"the stage of {label} failed:\n{done.stderr[-3000:]}")
-                stats = json.loads(metrics.read_text(encoding="utf-8"))
+                stats = {**json.loads(metrics.read_text(encoding="utf-8")),
+                         **json.loads(details.read_text(encoding="utf-8"))}
                 runs.append({"code": label, "round": round_, "cold": args.cold,
                              "ready_s": stats["ready_s"], "load_s": stats["load_s"],
                              "process_s": round(time.perf_counter() - started, 2)})

@@ -2,7 +2,8 @@
 
 Run after `dvc repro prepare-model preprocess` (it reads outputs/base_model and
 data/prepared/train.jsonl):   python benchmarks/bench_train.py --steps 60
-Prints one row per recipe: tokens/s (non-padding tokens), seconds per step and peak GPU memory.
+Prints one row per recipe: the dtype it computed in, the memory its frozen base weights take,
+tokens/s (non-padding tokens), seconds per step and peak GPU memory.
 Each `--also SECTION.KEY=VALUE` adds a row: the defaults with that setting changed, e.g.
 `--also train.dequantize=false` (train on the 4-bit layers as bitsandbytes runs them); several
 settings in one row are separated by spaces: `--also "train.dequantize=true train.float32_norms=false"`.
@@ -17,13 +18,15 @@ import json
 import tempfile
 from pathlib import Path
 
-
 import yaml
 
-from sqlora.modeling import compute_dtype, load_quantized_model, load_tokenizer, lora_config
-from sqlora.errors import ParamError
-from sqlora.params import LoraParams, Params, QuantParams, TrainParams
-from sqlora.training import train_lora
+from sqlora.core.errors import ParamError
+from sqlora.core.params import LoraParams, Params, QuantParams, TrainParams
+from sqlora.data.prompts import prompt_text
+from sqlora.model.loading import load_for_training, load_tokenizer, lora_config
+from sqlora.model.precision import compute_dtype
+from sqlora.train.loop import RunFiles, train_lora
+from sqlora.train.schedule import parameter_count, resolved_schedule
 
 PLAIN = {"batch_size": 16, "gradient_checkpointing": True, "group_by_length": False,
          "learning_rate": 2e-4, "gradient_accumulation_steps": 1, "dequantize": False, "float32_norms": True}
@@ -34,18 +37,21 @@ def run(name: str, train: TrainParams, lora: LoraParams, quant: QuantParams, row
         fused_norms: bool = True) -> dict:
     import torch
 
-    model = load_quantized_model(base, quant, for_training=True)
     tokenizer = load_tokenizer(base)
+    texts = [prompt_text(tokenizer, row["prompt"]) + row["completion"][0]["content"] for row in rows[:4]]
+    model, quant = load_for_training(base, quant, tokenizer, texts)  # float32 where float16 overflows
     with tempfile.TemporaryDirectory() as tmp:
-        result = train_lora(model, tokenizer, rows, train, lora_config(lora), Path(tmp) / "ckpt",
-                            Path(tmp) / "loss.csv", name, compute_dtype(quant.bnb_4bit_compute_dtype),
-                            fused_norms=fused_norms)
-    stats = result["stats"]
+        train = resolved_schedule(train, parameter_count(model))
+        files = RunFiles(Path(tmp) / "ckpt", Path(tmp) / "loss.csv", name)
+        result = train_lora(model, tokenizer, rows, train, lora_config(lora), files,
+                            compute_dtype(quant.bnb_4bit_compute_dtype), fused_norms=fused_norms)
+    stats = result.stats
     del result, model
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return {"recipe": name, "batch": train.batch_size, "micro_batch": stats["micro_batch_size"],
+    return {"recipe": name, "dtype": stats["compute_dtype"], "weights_mb": stats["base_weights_mb"],
+            "batch": train.batch_size, "micro_batch": stats["micro_batch_size"],
             "grad_ckpt": stats["gradient_checkpointing"], "dequantized": stats["dequantized"],
             "grouped": train.group_by_length, "steps": stats["steps"],
             "tokens_per_s": stats["tokens_per_s"], "s_per_step": round(stats["runtime_s"] / stats["steps"], 3),

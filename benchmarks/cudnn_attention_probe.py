@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from sqlora.devices import guard_attention_kernels
+from sqlora.model.devices import guard_attention_kernels
 
 
 def non_finite_query_grads(length: int, head_dim: int, backends=None, mask: bool = True) -> int:

@@ -18,11 +18,11 @@ import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from sqlora.evaluate import ALL_LEVELS as HARDNESS
-from sqlora.evaluate import ORDER_BY, evaluate, score
-from sqlora.prompts import extract_sql
-from sqlora import sqlexec
-from sqlora.sqlexec import choose_candidates, choose_sql
+from sqlora.data.prompts import extract_sql
+from sqlora.eval.accuracy import ALL_LEVELS as HARDNESS
+from sqlora.eval.accuracy import ORDER_BY, evaluate, score
+from sqlora.predict import choose as sqlexec
+from sqlora.predict.choose import choose_candidates, choose_sql
 
 
 def choose(records: list[dict], candidates: list[list[str]], db_dir: Path, rule=None) -> list[int]:

@@ -12,10 +12,10 @@ import io
 import json
 from pathlib import Path
 
-from sqlora.errors import SqloraError, run_stage
-from sqlora.evaluate import ALL_LEVELS, EvalResult, evaluate_files, format_table
-from sqlora.files import replace_dir, staging_area, write_text_atomic
-from sqlora.params import Params
+from sqlora.core.errors import SqloraError, run_stage
+from sqlora.core.files import replace_dir, staging_area, write_text_atomic
+from sqlora.core.params import Params
+from sqlora.eval.accuracy import ALL_LEVELS, EvalResult, evaluate_files, format_table
 
 MODES = {"exec": False, "plug": True}  # metric name -> plug_value
 MODE_TITLES = {"exec": "strict", "plug": "plug-value"}
@@ -80,13 +80,13 @@ def per_question_text(results: dict[str, dict[str, EvalResult]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--gold", type=Path, default=Path("data/prepared/dev_gold.sql"))
-    parser.add_argument("--db", type=Path, default=Path("data/spider/database"))
+    parser.add_argument("--gold", type=Path, required=True)
+    parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--pred", type=named_path, action="append", required=True,
                         help="NAME=pred.sql, once per model (e.g. base=..., finetuned=...)")
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
-    parser.add_argument("--plot", type=Path, default=Path("metrics/accuracy_by_hardness.csv"))
-    parser.add_argument("--out", type=Path, default=Path("outputs/eval"))
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--plot", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-from sqlora.errors import SqloraError, run_stage
-from sqlora.files import replace_dir, staging_area
-from sqlora.modeling import is_adapter, load_tokenizer, merged_model, tokenizer_dir
-from sqlora.params import Params
+from sqlora.core.errors import SqloraError, run_stage
+from sqlora.core.files import replace_dir, staging_area
+from sqlora.core.params import Params
+from sqlora.model.loading import is_adapter, load_tokenizer, merged_model, tokenizer_dir
 
 
 def main() -> None:

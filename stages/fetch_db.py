@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sqlora.errors import run_stage
-from sqlora.files import replace_dir, staging_area
-from sqlora.params import Params
-from sqlora.spider import (
+from sqlora.core.errors import run_stage
+from sqlora.core.files import replace_dir, staging_area
+from sqlora.core.params import Params
+from sqlora.data.spider import (
     check_sha256,
     copy_spider_folder,
     download,
@@ -28,8 +28,8 @@ from sqlora.spider import (
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("data/spider"),
-                        help="folder to fill with the Spider release (default: data/spider)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder to fill with the Spider release")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds to wait for the server before giving up (default: 60)")

@@ -23,23 +23,26 @@ if sys.platform == "linux":
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 
-from sqlora.errors import SqloraError, run_stage
-from sqlora.devices import cap_gpu_memory, describe_device, predict_on_devices, prediction_devices
-from sqlora.files import replace_dir, staging_area, write_text_atomic
-from sqlora.params import Params
-from sqlora.prompts import extract_sql
-from sqlora.sqlexec import choose_sql
+from sqlora.core.errors import SqloraError, run_stage
+from sqlora.core.files import replace_dir, staging_area, write_json_atomic
+from sqlora.core.params import Params
+from sqlora.core.progress import say
+from sqlora.data.prompts import extract_sql
+from sqlora.model.devices import cap_gpu_memory, describe_device, prediction_devices
+from sqlora.predict.choose import choose_sql
+from sqlora.predict.fanout import predict_on_devices
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, required=True, help="base model folder or adapter folder")
-    parser.add_argument("--base", type=Path, default=Path("outputs/base_model"))
-    parser.add_argument("--dev", type=Path, default=Path("data/prepared/dev.jsonl"))
-    parser.add_argument("--db", type=Path, default=Path("data/spider/database"),
-                        help="databases, to pick a candidate that runs (predict.num_candidates > 1)")
+    parser.add_argument("--base", type=Path, required=True, help="prepared base model folder")
+    parser.add_argument("--dev", type=Path, required=True, help="dev.jsonl written by preprocess")
+    parser.add_argument("--db", type=Path, required=True,
+                        help="databases, to pick a candidate that runs and to repair names")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path)
+    parser.add_argument("--metrics", type=Path, help="stage times and memory")
+    parser.add_argument("--details", type=Path, help="counts, and the dtype the model computed in")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
@@ -49,7 +52,7 @@ def main() -> None:
     if not args.model.is_dir():
         raise SqloraError(f"model folder {args.model} does not exist (run the stage that makes it)")
     cap_gpu_memory()
-    print(describe_device(), flush=True)
+    say(describe_device())
     with args.dev.open(encoding="utf-8") as f:
         questions = [json.loads(line) for line in f if line.strip()]
 
@@ -80,19 +83,20 @@ def main() -> None:
         (new / "pred.sql").write_text("".join(sql + "\n" for sql in sqls), encoding="utf-8")
         (new / "generations.jsonl").write_text("".join(records), encoding="utf-8")
         replace_dir(new, args.out)
-    stats = {"questions": len(questions), "devices": len(devices),
-             "ready_s": round(before_load + run.ready_s, 2),  # from the stage's start to its first batch
-             "load_s": round(run.load_s, 2),
-             "generate_s": round(run.generate_s, 2),
-             "questions_per_s": round(len(questions) / max(run.generate_s, 1e-9), 2),
-             "peak_memory_mb": None if run.peak_memory_mb is None else round(run.peak_memory_mb, 1),
-             "empty_predictions": sum(1 for s in sqls if not s),
-             "not_first_candidate": sum(1 for choice in chosen if choice.index),
-             "repaired": sum(1 for choice in chosen if choice.repaired),
-             "stage_s": round(time.perf_counter() - STARTED, 2)}
+    metrics = {"stage_s": round(time.perf_counter() - STARTED, 2),
+               "ready_s": round(before_load + run.ready_s, 2),  # from the stage's start to its first batch
+               "questions_per_s": round(len(questions) / max(run.generate_s, 1e-9), 2),
+               "peak_memory_mb": None if run.peak_memory_mb is None else round(run.peak_memory_mb, 1)}
+    details = {"questions": len(questions), "devices": len(devices), "compute_dtype": run.compute_dtype,
+               "load_s": round(run.load_s, 2), "generate_s": round(run.generate_s, 2),
+               "empty_predictions": sum(1 for s in sqls if not s),
+               "not_first_candidate": sum(1 for choice in chosen if choice.index),
+               "repaired": sum(1 for choice in chosen if choice.repaired)}
+    if args.details:
+        write_json_atomic(args.details, details)
     if args.metrics:
-        write_text_atomic(args.metrics, json.dumps(stats, indent=2) + "\n")
-    print(f"{args.out}: " + "  ".join(f"{k}={v}" for k, v in stats.items()))
+        write_json_atomic(args.metrics, metrics)
+    say(f"{args.out}: " + "  ".join(f"{k}={v}" for k, v in {**metrics, **details}.items()))
 
 
 if __name__ == "__main__":

@@ -6,15 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sqlora.errors import run_stage
-from sqlora.files import replace_dir, staging_area
-from sqlora.modeling import model_source, prepare_base_model
-from sqlora.params import Params
+from sqlora.core.errors import run_stage
+from sqlora.core.files import replace_dir, staging_area
+from sqlora.core.params import Params
+from sqlora.model.loading import model_source, prepare_base_model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("outputs/base_model"))
+    parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 

@@ -1,10 +1,11 @@
 """preprocess: turn Spider questions into chat prompts for training and for prediction.
 
 Writes train.jsonl (prompt-completion records), dev.jsonl and dev_gold.sql (same order), and
-metrics/data.json with the counts. Dev questions whose database file is missing are skipped
-and counted; they could not be evaluated. With data.value_hints, each prompt also lists the
-database values its question names (sqlora.values). data.schema_format `auto` picks the format
-by the size of the prepared model (--model; sqlora.schema.schema_format_for).
+metrics/data.json with the counts, and prompt_format.json, how the prompts were made (training
+keeps it with the adapter). Dev questions whose database file is missing are skipped and counted;
+they could not be evaluated. With data.value_hints, each prompt also lists the database values
+its question names (sqlora.data.values). data.schema_format `auto` picks the format by the size
+of the prepared model, which prepare-model records (--model-facts; schema.schema_format_for).
 """
 
 from __future__ import annotations
@@ -14,23 +15,22 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from sqlora.errors import run_stage
-from sqlora.files import replace_dir, staging_area, write_text_atomic
-from sqlora.modeling import saved_parameter_count
-from sqlora.params import AUTO, Params
-from sqlora.prompts import dev_record, training_record
-from sqlora.schema import load_schemas, schema_format_for, serialize_schema
-from sqlora.spider import database_file, load_examples
-from sqlora.values import HINTS_HEADER, QuestionHints
+from sqlora.core.errors import SqloraError, run_stage
+from sqlora.core.files import replace_dir, staging_area, write_json_atomic
+from sqlora.core.params import AUTO, Params
+from sqlora.data.prompts import PROMPT_FORMAT_FILE, SYSTEM_PROMPT, dev_record, training_record
+from sqlora.data.schema import load_schemas, schema_format_for, serialize_schema
+from sqlora.data.spider import database_file, load_examples
+from sqlora.data.values import HINTS_HEADER, QuestionHints
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spider", type=Path, default=Path("data/spider"), help="fetched Spider folder")
-    parser.add_argument("--model", type=Path, default=Path("outputs/base_model"),
-                        help="prepared model folder, read for its size when data.schema_format is auto")
-    parser.add_argument("--out", type=Path, default=Path("data/prepared"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/data.json"))
+    parser.add_argument("--spider", type=Path, required=True, help="fetched Spider folder")
+    parser.add_argument("--model-facts", type=Path, required=True,
+                        help="what prepare-model recorded of the model (its size decides data.schema_format auto)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     return parser.parse_args()
 
@@ -42,7 +42,10 @@ def main() -> None:
     train_limit, dev_limit = data.train_limit, data.dev_limit
     chosen_by = ""
     if schema_format == AUTO:
-        parameters = saved_parameter_count(args.model)
+        if not args.model_facts.is_file():
+            raise SqloraError(f"{args.model_facts} not found: run the prepare-model stage first "
+                              "(data.schema_format auto goes by the model's size)")
+        parameters = json.loads(args.model_facts.read_text(encoding="utf-8"))["parameters"]
         schema_format = schema_format_for(parameters)
         chosen_by = f" (auto: a model of {parameters / 1e6:.0f}M parameters)"
 
@@ -70,8 +73,11 @@ def main() -> None:
         write_jsonl(new_copy / "train.jsonl", train_records)
         write_jsonl(new_copy / "dev.jsonl", dev_records)
         write_lines(new_copy / "dev_gold.sql", [f"{r['gold']}\t{r['db_id']}" for r in dev_records])
+        (new_copy / PROMPT_FORMAT_FILE).write_text(json.dumps(
+            {"schema_format": schema_format, "value_hints": value_hints, "system_prompt": SYSTEM_PROMPT}, indent=2)
+            + "\n", encoding="utf-8")
         replace_dir(new_copy, args.out)
-    write_json(args.metrics, {
+    write_json_atomic(args.metrics, {
         "schema_format": schema_format,
         "train_examples": len(train_records),
         "train_skipped_unknown_db": len(train_unknown),
@@ -112,11 +118,6 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 
 def write_lines(path: Path, lines: list[str]) -> None:
     path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8", newline="\n")
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Whole or not at all; allow_nan=False: a metric is never NaN (JSON has no NaN)."""
-    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tiny_spider import build_tiny_spider, zip_tiny_spider
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,8 +39,9 @@ def run_script():
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """Tiny random llama and qwen2-style model folders, built once a module (the GGUF tokenizer is slow)."""
-    from sqlora.modeling import load_tokenizer
     from tiny_model import build_tiny_model, smollm2_tokenizer
+
+    from sqlora.model.loading import load_tokenizer
 
     root = tmp_path_factory.mktemp("tiny")
     llama = build_tiny_model(root / "llama", "llama", tokenizer=smollm2_tokenizer())

@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from dvc_project import dvc, new_project
 from tiny_model import build_tiny_base_model
 from tiny_spider import build_tiny_spider
@@ -48,7 +47,8 @@ def test_repro_with_a_base_model_without_chat_template(base_model_repo: Path):
     assert not tokenizer_config.get("chat_template")
     assert not (repo / "outputs/base_model/chat_template.jinja").exists()
 
-    train = json.loads((repo / "metrics/train.json").read_text())
+    train = {**json.loads((repo / "metrics/train.json").read_text()),
+             **json.loads((repo / "metrics/train_details.json").read_text())}
     assert train["steps"] == 3 and train["tokens"] > 0 and train["examples"] > 0
     assert math.isfinite(train["final_loss"]) and math.isfinite(train["mean_loss"])
     assert (repo / "outputs/adapter/adapter_config.json").is_file()
@@ -62,7 +62,7 @@ def test_repro_with_a_base_model_without_chat_template(base_model_repo: Path):
     for variant in ("base", "finetuned"):
         predictions = (repo / f"outputs/predictions/{variant}/pred.sql").read_text().splitlines()
         assert len(predictions) == questions
-        predict = json.loads((repo / f"metrics/predict_{variant}.json").read_text())
+        predict = json.loads((repo / f"metrics/predict_{variant}_details.json").read_text())
         assert predict["questions"] == questions
     scores = json.loads((repo / "metrics/eval.json").read_text())
     assert scores["count_all"] == questions

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from script_modules import load_script
-from sqlora.prompts import build_prompt
+
+from sqlora.data.prompts import build_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 

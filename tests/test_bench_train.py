@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sqlora import devices
-from sqlora.errors import SqloraError
+from sqlora.core.errors import SqloraError
+from sqlora.model import devices
 
 
 @pytest.mark.parametrize("value", ["six", "0", "-2", "nan"])

@@ -1,4 +1,4 @@
-"""Judging rules of sqlora.evaluate (the reference's semantics) on tiny databases."""
+"""Judging rules of sqlora.eval.accuracy (the reference's semantics) on tiny databases."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
-
-import sqlora.evaluate as evaluate_module
 from eval_fixtures import concert_database, folder_digest, make_database, write_questions
-from sqlora.errors import SqloraError
-from sqlora.evaluate import (
+
+import sqlora.eval.accuracy as evaluate_module
+from sqlora.core.errors import SqloraError
+from sqlora.eval.accuracy import (
     EvalResult,
     evaluate,
     evaluate_files,
@@ -24,8 +24,8 @@ from sqlora.evaluate import (
     results_match,
     worker_count,
 )
-from sqlora.plugvalue import PlugSearch
-from sqlora.sqlexec import ReadOnlyDatabase
+from sqlora.eval.plugvalue import PlugSearch
+from sqlora.sql.sandbox import ReadOnlyDatabase
 
 
 @pytest.fixture
@@ -299,8 +299,8 @@ def test_a_gold_with_non_ascii_text(tmp_path):
 
 def test_plug_value_bound_can_only_lose_a_match(tmp_path, db_dir):
     """A match that the bounded search does not reach is judged wrong, and flagged."""
-    from sqlora.evaluate import Question, Settings, judge
-    from sqlora.sqlexec import DatabaseCache
+    from sqlora.eval.accuracy import Question, Settings, judge
+    from sqlora.sql.sandbox import DatabaseCache
 
     gold = "SELECT name FROM singer WHERE age > 30 AND country = 'France' AND id < 5"
     # the right assignment needs every slot to take a value that is not its favourite

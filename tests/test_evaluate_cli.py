@@ -1,4 +1,4 @@
-"""python -m sqlora.evaluate: the table, the JSONL and JSON files, and one-line errors."""
+"""python -m sqlora.eval: the table, the JSONL and JSON files, and one-line errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from eval_fixtures import concert_database, write_questions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +26,7 @@ PAIRS = [
 def run_cli(*args, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, SQLORA_PROGRESS="0", PYTHONPATH=str(ROOT / "src"))
     return subprocess.run(
-        [sys.executable, "-m", "sqlora.evaluate", *map(str, args)],
+        [sys.executable, "-m", "sqlora.eval", *map(str, args)],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
     )
 
@@ -141,7 +140,7 @@ def run_stage_script(run_script, tmp_path: Path, paths: dict[str, Path]):
 
 
 def test_stage_writes_metrics_plot_and_per_question(run_script, tmp_path):
-    from sqlora.evaluate import evaluate
+    from sqlora.eval.accuracy import evaluate
 
     paths = stage_inputs(tmp_path, workers=2)
     done = run_stage_script(run_script, tmp_path, paths)

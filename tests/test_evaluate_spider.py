@@ -6,10 +6,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from eval_fixtures import spider_zip_path
-from sqlora.evaluate import evaluate
-from sqlora.sqltokens import tokenize
+
+from sqlora.eval.accuracy import evaluate
+from sqlora.sql.tokens import tokenize
 
 
 @pytest.fixture(scope="module")

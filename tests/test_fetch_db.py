@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from sqlora.errors import SqloraError
-from sqlora.files import replace_dir
-from sqlora.spider import extract_spider_zip
 from tiny_spider import zip_tiny_spider
+
+from sqlora.core.errors import SqloraError
+from sqlora.core.files import replace_dir
+from sqlora.data.spider import extract_spider_zip
 
 STAGE = "stages/fetch_db.py"
 

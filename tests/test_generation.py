@@ -16,13 +16,15 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from sqlora.devices import predict_on_devices  # noqa: E402
-from sqlora.generation import (degenerate_reason, generate, generate_candidates, left_padded,  # noqa: E402
-                               sql_end_token_ids)
-from sqlora.modeling import (chat_end_token_ids, is_adapter, load_for_inference,  # noqa: E402
-                             load_quantized_model, load_tokenizer, lora_config)
-from sqlora.params import LoraParams, QuantParams  # noqa: E402
-from sqlora.prompts import build_prompt, prompt_text  # noqa: E402
+from sqlora.core.params import LoraParams, QuantParams  # noqa: E402
+from sqlora.data.prompts import (  # noqa: E402
+    build_prompt,
+    chat_end_token_ids,  # noqa: E402
+    prompt_text,
+)
+from sqlora.model.loading import is_adapter, load_for_inference, load_quantized_model, load_tokenizer, lora_config  # noqa: E402
+from sqlora.predict.fanout import predict_on_devices  # noqa: E402
+from sqlora.predict.generation import degenerate_reason, generate, generate_candidates, left_padded, sql_end_token_ids  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -244,11 +246,12 @@ def test_questions_spread_over_devices_come_back_in_order(tiny_models):
     options = {"batch_size": 4, "max_new_tokens": 6, "answer_prefix": "SELECT", "num_candidates": 2}
     alone = predict_on_devices(tiny_models["llama"], tiny_models["llama"], QUANT16, PROMPTS, ["cpu"],
                                **options).candidates
-    spread, load_s, generate_s, peak, ready_s = predict_on_devices(tiny_models["llama"], tiny_models["llama"],
-                                                                   QUANT16, PROMPTS, ["cpu", "cpu"], **options)
+    spread, load_s, generate_s, peak, ready_s, dtype = predict_on_devices(
+        tiny_models["llama"], tiny_models["llama"], QUANT16, PROMPTS, ["cpu", "cpu"], **options)
     assert spread == alone and len(spread) == len(PROMPTS) and peak is None  # no GPU memory on CPU
     assert all(len(c) == 2 and all(t.startswith("SELECT") for t in c) for c in spread), spread
     assert load_s > 0 and generate_s > 0 and load_s <= ready_s <= load_s + generate_s
+    assert dtype == "float32"
 
 
 def test_predict_on_devices_gives_one_candidate_per_prompt_by_default(tiny_models):
@@ -448,12 +451,11 @@ def test_dequantized_base_has_no_4bit_layers_and_answers_like_the_4bit_base(tiny
     assert generate(plain, tokenizer, PROMPTS[:3], **options) == generate(four_bit, tokenizer, PROMPTS[:3], **options)
 
 
-
 @pytest.mark.parametrize("num_candidates", [1, 3])
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_static_cache_gives_what_the_growing_cache_gives(tiny_models, family, num_candidates):
     """Generation allocates its KV cache once per batch; the tokens must equal transformers' default."""
-    from sqlora.generation import _generate_batch
+    from sqlora.predict.generation import _generate_batch
 
     model, tokenizer = load(tiny_models[family])
     tokenizer.padding_side = "left"
@@ -476,7 +478,7 @@ def test_static_cache_gives_what_the_growing_cache_gives(tiny_models, family, nu
 
 def test_quiet_library_bars_does_not_import_datasets_yet_silences_it():
     """Under DVC (no terminal) the bars go quiet without the predict stage paying for datasets."""
-    code = ("import sys; from sqlora.progress import quiet_library_bars; quiet_library_bars(); "
+    code = ("import sys; from sqlora.core.progress import quiet_library_bars; quiet_library_bars(); "
             "assert 'datasets' not in sys.modules, 'datasets was imported'; "
             "from datasets.utils import are_progress_bars_disabled; assert are_progress_bars_disabled()")
     env = {k: v for k, v in os.environ.items() if k != "HF_DATASETS_DISABLE_PROGRESS_BARS"}
@@ -515,7 +517,7 @@ def test_without_chat_template_sql_end_tokens_are_eos_and_semicolons(base_model)
 
 def test_without_chat_template_the_model_sees_the_plain_prompt(base_model):
     """BOS, the system line, schema and question, "SQL:", a newline and the answer prefix."""
-    from sqlora.prompts import SYSTEM_PROMPT
+    from sqlora.data.prompts import SYSTEM_PROMPT
 
     model, tokenizer = load(base_model)
     seen = first_input_ids(model, tokenizer)

@@ -7,10 +7,10 @@ import zipfile
 from collections import Counter
 
 import pytest
-
 from eval_fixtures import spider_zip_path
-from sqlora.hardness import count_component1, count_component2, count_others, hardness, parse_shape
-from sqlora.sqltokens import Token, significant, tokenize
+
+from sqlora.eval.hardness import count_component1, count_component2, count_others, hardness, parse_shape
+from sqlora.sql.tokens import Token, significant, tokenize
 
 # (sql, component1, component2, others, class); the numbers are derived by hand from the rules
 CASES = [
@@ -96,14 +96,14 @@ def test_tokenize_gives_the_text_back():
 
 
 def test_one_tokenizer_for_the_guard_the_metric_and_plug_value():
-    import sqlora.evaluate
-    import sqlora.hardness
-    import sqlora.plugvalue
-    import sqlora.sqlexec
-    import sqlora.sqltokens
+    import sqlora.eval.accuracy
+    import sqlora.eval.hardness
+    import sqlora.eval.plugvalue
+    import sqlora.sql.sandbox
+    import sqlora.sql.tokens
 
-    for module in (sqlora.hardness, sqlora.plugvalue, sqlora.sqlexec, sqlora.evaluate):
-        assert module.tokenize is sqlora.sqltokens.tokenize, module.__name__
+    for module in (sqlora.eval.hardness, sqlora.eval.plugvalue, sqlora.sql.sandbox, sqlora.eval.accuracy):
+        assert module.tokenize is sqlora.sql.tokens.tokenize, module.__name__
     tokens = tokenize("SELECT a -- why\n FROM t /* c */ ;")
     assert [t.text for t in significant(tokens)] == ["SELECT", "a", "FROM", "t", ";"]
     assert [t.kind for t in tokens if t.kind == "comment"] == ["comment", "comment"]

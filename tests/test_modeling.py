@@ -11,8 +11,6 @@ os.environ.setdefault("SQLORA_PROGRESS", "0")
 import json  # noqa: E402
 import math  # noqa: E402
 import re  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -20,14 +18,30 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from sqlora.errors import ParamError, SqloraError  # noqa: E402
-from sqlora.generation import generate  # noqa: E402
-from sqlora.modeling import (DEFAULT_MODEL, ModelSource, chat_end_token_ids, compute_dtype,  # noqa: E402
-                             file_sha256, fused_rms_norms, is_adapter, load_for_inference, load_quantized_model,
-                             load_tokenizer, lora_config, prepare_base_model, resolve_model_source)
-from sqlora.params import LoraParams, QuantParams, TrainParams  # noqa: E402
-from sqlora.prompts import build_prompt, extract_sql  # noqa: E402
-from sqlora.training import train_lora  # noqa: E402
+from sqlora.core.errors import ParamError, SqloraError  # noqa: E402
+from sqlora.core.files import file_sha256  # noqa: E402
+from sqlora.core.params import LoraParams, QuantParams, TrainParams  # noqa: E402
+from sqlora.data.prompts import (  # noqa: E402
+    build_prompt,
+    chat_end_token_ids,  # noqa: E402
+    extract_sql,
+)
+from sqlora.model.layers import fused_rms_norms  # noqa: E402
+from sqlora.model.loading import (  # noqa: E402
+    DEFAULT_MODEL,
+    ModelSource,
+    is_adapter,
+    load_for_inference,
+    load_quantized_model,
+    load_tokenizer,
+    lora_config,
+    prepare_base_model,
+    resolve_model_source,
+)
+from sqlora.model.precision import compute_dtype  # noqa: E402
+from sqlora.predict.generation import generate  # noqa: E402
+from sqlora.train.loop import RunFiles, train_lora
+from sqlora.train.schedule import parameter_count, resolved_schedule  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -106,9 +120,9 @@ def write_params(project: Path, section: str, key: str, value) -> None:
 # Paths that do not exist: a stage that got past its params would fail on them differently.
 STAGE_ARGS = {
     "stages/train.py": ["--base", "no_base", "--train", "no_train.jsonl", "--out", "adapter",
-                        "--checkpoints", "ckpt", "--metrics", "m.json", "--loss-curve", "loss.csv"],
+                        "--checkpoints", "ckpt", "--metrics", "m.json", "--details", "d.json", "--loss-curve", "loss.csv"],
     "stages/predict.py": ["--model", "no_model", "--base", "no_base", "--dev", "no_dev.jsonl",
-                          "--out", "pred"],
+                          "--db", "no_db", "--out", "pred"],
     "stages/prepare_model.py": ["--out", "base_model"],
 }
 
@@ -158,8 +172,11 @@ def real_base(tmp_path_factory) -> Path:
 def test_prepare_base_model_from_default_gguf(real_base):
     names = {p.name for p in real_base.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
-    source = json.loads((real_base / "sqlora_source.json").read_text())
+    facts = json.loads((real_base / "sqlora_model.json").read_text())
+    source = facts["source"]
     assert source["kind"] == "gguf" and source["sha256"] == SMOLLM2_SHA256
+    assert facts["model_type"] == "llama" and facts["chat_template"] is True
+    assert 134e6 < facts["parameters"] < 136e6 and facts["context_length"] == 8192
     config = json.loads((real_base / "config.json").read_text())
     assert config["model_type"] == "llama"
     tokenizer = load_tokenizer(real_base)
@@ -185,8 +202,9 @@ def two_steps(model, tokenizer, rows: list[dict], folder: Path) -> dict:
                         dequantize="auto", float32_norms="auto",
                         group_by_length=True, check_generations=True, seed=0, logging_steps=1, save_steps=100)
     lora = LoraParams(r=4, alpha=8, dropout=0.0, target_modules="all-linear")
-    return train_lora(model, tokenizer, rows, train, lora_config(lora), folder / "ckpt", folder / "loss.csv",
-                      "two-steps", compute_dtype("auto"))
+    train = resolved_schedule(train, parameter_count(model))
+    return train_lora(model, tokenizer, rows, train, lora_config(lora), RunFiles(folder / "ckpt", folder / "loss.csv", "two-steps"),
+                      compute_dtype("auto"))
 
 
 def linear4bit_count(model) -> tuple[int, int]:
@@ -216,12 +234,12 @@ def test_train_and_generate_with_the_real_model(real_base, tmp_path):
                              "content": f"SELECT count(*) FROM singer WHERE age > {age}"}]}
             for age in (20, 30, 40, 50)]
     result = two_steps(model, tokenizer, rows, tmp_path)
-    stats = result["stats"]
+    stats = result.stats
     assert stats["steps"] == 2 and math.isfinite(stats["final_loss"]) and stats["final_loss"] > 0
     assert stats["tokens"] > 0 and stats["trainable_params"] > 0
 
     adapter = tmp_path / "adapter"
-    result["trainer"].model.save_pretrained(adapter)
+    result.trainer.model.save_pretrained(adapter)
     tokenizer.save_pretrained(adapter)
     assert is_adapter(adapter) and (adapter / "adapter_model.safetensors").is_file()
 
@@ -232,7 +250,6 @@ def test_train_and_generate_with_the_real_model(real_base, tmp_path):
     for text in outputs:
         assert text.startswith("SELECT")
         assert extract_sql(text).startswith("SELECT")
-
 
 
 # ---------------------------------------------------------------- a base model without chat template
@@ -255,8 +272,8 @@ def test_chat_end_token_ids_without_chat_template_is_eos(base_model):
 def test_train_on_a_base_model_without_chat_template(base_model, tmp_path):
     """The plain format: TRL sees the same prompt tokens generation does, trains on the SQL and
     one eos, and fitting_rows counts those tokens."""
-    from sqlora.prompts import prompt_text
-    from sqlora.training import fitting_rows
+    from sqlora.data.prompts import prompt_text
+    from sqlora.train.loop import fitting_rows
 
     model = load_quantized_model(base_model, QUANT, for_training=True)
     tokenizer = load_tokenizer(base_model)
@@ -265,7 +282,7 @@ def test_train_on_a_base_model_without_chat_template(base_model, tmp_path):
              "completion": [{"role": "assistant", "content": f"SELECT count(*) FROM singer WHERE age > {age}"}]}
             for age in (20, 30, 40, 50)]
     result = two_steps(model, tokenizer, rows, tmp_path)
-    stats, trainer = result["stats"], result["trainer"]
+    stats, trainer = result.stats, result.trainer
     assert stats["steps"] == 2 and math.isfinite(stats["final_loss"]) and stats["examples"] == 4
 
     eos = tokenizer.eos_token_id
@@ -393,7 +410,7 @@ def test_train_stage_on_a_broken_base_folder_is_one_error_line(broken, tiny_mode
               "completion": [{"role": "assistant", "content": "SELECT count(*) FROM t"}]}
     (tmp_path / "train.jsonl").write_text(json.dumps(record) + "\n")
     args = ["--base", base, "--train", "train.jsonl", "--out", "adapter", "--checkpoints", "ckpt",
-            "--metrics", "m.json", "--loss-curve", "loss.csv"]
+            "--metrics", "m.json", "--details", "d.json", "--loss-curve", "loss.csv"]
     result = run_script("stages/train.py", *args, cwd=tmp_path, timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
@@ -401,20 +418,6 @@ def test_train_stage_on_a_broken_base_folder_is_one_error_line(broken, tiny_mode
     assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
     assert re.search(expected, errors[0]), errors[0]
     assert not (tmp_path / "adapter").exists() and not (tmp_path / "m.json").exists()
-
-
-def test_bitsandbytes_is_imported_without_the_torch_compiler():
-    """bitsandbytes wraps fallback kernels in torch.compile at import; those compile on first call
-    now, so a stage does not import torch's compiler stack (1.5 s on CPU) for kernels it never runs."""
-    code = ("import sys, torch; original = torch.compile\n"
-            "from sqlora.modeling import import_bitsandbytes\n"
-            "import_bitsandbytes()\n"
-            "assert 'bitsandbytes' in sys.modules\n"
-            "assert torch.compile is original, 'torch.compile was not restored'\n"
-            "assert 'torch._inductor.compile_fx' not in sys.modules, 'the compiler was imported'\n")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def tiny_causal_lm(family: str, dtype):
@@ -462,7 +465,7 @@ def test_a_norm_that_computes_something_else_is_left_alone():
 
 def test_a_dequantized_layer_takes_float32_input_only_when_asked(tiny_models):
     """Training with float32 norms feeds the 16-bit layers float32, as it feeds bitsandbytes' layers."""
-    from sqlora.modeling import dequantize_layers
+    from sqlora.model.layers import dequantize_layers
 
     quant = QuantParams(bits=4, bnb_4bit_compute_dtype="bfloat16")
     x = torch.randn(2, 3, 64, generator=torch.Generator().manual_seed(0))

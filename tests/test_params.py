@@ -6,10 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from sqlora.errors import ParamError
-from sqlora.modeling import lora_config
-from sqlora.params import (DataParams, EvalParams, LoraParams, ModelParams, Params, PredictParams, QuantParams,
-                           TrainParams)
+from sqlora.core.errors import ParamError
+from sqlora.core.params import (
+    DataParams,
+    EvalParams,
+    LoraParams,
+    ModelParams,
+    Params,
+    PredictParams,
+    QuantParams,
+    TrainParams,
+)
+from sqlora.model.loading import lora_config
 
 ROOT = Path(__file__).resolve().parents[1]
 QUANT = {"bits": 4, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,

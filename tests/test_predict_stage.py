@@ -16,12 +16,12 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import yaml  # noqa: E402
-
-from script_modules import load_script  # noqa: E402
 from eval_fixtures import concert_database, folder_digest, make_database  # noqa: E402
-from sqlora.devices import Prediction  # noqa: E402
-from sqlora.prompts import build_prompt, extract_sql  # noqa: E402
-from sqlora.sqlexec import choose_candidates  # noqa: E402
+from script_modules import load_script  # noqa: E402
+
+from sqlora.data.prompts import build_prompt, extract_sql  # noqa: E402
+from sqlora.predict.choose import choose_candidates  # noqa: E402
+from sqlora.predict.fanout import Prediction  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUANT16 = {"bits": 16, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
@@ -52,7 +52,7 @@ def choose(questions, candidates, db_dir, **options):
     return choose_candidates(questions, candidates, db_dir, extract=extract_sql, **options)
 
 
-def test_the_stage_chooses_with_sqlexec_and_does_not_import_the_evaluator():
+def test_the_stage_chooses_with_the_sandbox_and_does_not_import_the_evaluator():
     code = ("import importlib.util, sys; "
             f"spec = importlib.util.spec_from_file_location('stage', {str(ROOT / 'stages' / 'predict.py')!r}); "
             "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module); "
@@ -62,9 +62,8 @@ def test_the_stage_chooses_with_sqlexec_and_does_not_import_the_evaluator():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     modules, facts = done.stdout.strip().splitlines()[-2:]
-    assert "sqlora.evaluate" not in modules and "sqlora.plugvalue" not in modules
-    assert "sqlora.hardness" not in modules
-    assert facts == "False sqlora.sqlexec"
+    assert "sqlora.eval" not in modules
+    assert facts == "False sqlora.predict.choose"
 
 
 def test_choose_keeps_the_first_candidate_that_runs_with_rows_on_its_database(db_dir):
@@ -152,12 +151,14 @@ def run_main(stage, monkeypatch, work: Path, db_dir: Path) -> tuple[list[str], l
     monkeypatch.setattr(sys, "argv", [
         "predict.py", "--model", str(work / "model"), "--base", str(work / "model"),
         "--dev", str(work / "dev.jsonl"), "--db", str(db_dir), "--out", str(work / "out"),
-        "--metrics", str(work / "metrics.json"), "--params", str(work / "params.yaml")])
+        "--metrics", str(work / "metrics.json"), "--details", str(work / "details.json"),
+        "--params", str(work / "params.yaml")])
     stage.main()
     pred = (work / "out" / "pred.sql").read_text(encoding="utf-8").splitlines()
     generations = [json.loads(line) for line in
                    (work / "out" / "generations.jsonl").read_text(encoding="utf-8").splitlines()]
-    return pred, generations, json.loads((work / "metrics.json").read_text())
+    stats = {**json.loads((work / "metrics.json").read_text()), **json.loads((work / "details.json").read_text())}
+    return pred, generations, stats
 
 
 def test_stage_writes_the_chosen_candidates(stage, db_dir, tmp_path, monkeypatch):

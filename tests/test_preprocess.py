@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from sqlora.prompts import SYSTEM_PROMPT
 from tiny_spider import DEV, TRAIN, build_tiny_spider
+
+from sqlora.data.prompts import SYSTEM_PROMPT
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = "stages/preprocess.py"
@@ -29,10 +29,14 @@ def preprocess(tiny_spider, tmp_path, run_script):
         data = {"source": "unused", "sha256": "", "schema_format": "compact", "value_hints": False,
                 "train_limit": 0, "dev_limit": 0, **overrides}
         (project / "params.yaml").write_text(yaml.safe_dump({"data": data}), encoding="utf-8")
-        result = run_script(STAGE, "--spider", tiny_spider, "--out", "data/prepared",
+        facts = project / "outputs" / "base_model" / "sqlora_model.json"
+        if run.parameters is not None:
+            facts.parent.mkdir(parents=True, exist_ok=True)
+            facts.write_text(json.dumps({"parameters": run.parameters}), encoding="utf-8")
+        result = run_script(STAGE, "--spider", tiny_spider, "--model-facts", facts, "--out", "data/prepared",
                             "--metrics", "metrics/data.json", cwd=project)
         return result, project / "data" / "prepared"
-    run.project = project
+    run.project, run.parameters = project, 135_000_000  # the model's size, as prepare-model records it
     return run
 
 
@@ -103,34 +107,27 @@ def test_ddl_schema_format(preprocess):
     assert "CREATE TABLE singer (singer_id number, name text" in prompt
 
 
-def save_header_only_model(folder: Path, shapes: dict[str, list[int]]) -> None:
-    """A model folder whose safetensors file declares tensors of these shapes (no data: only the
-    header is read)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {name: {"dtype": "BF16", "shape": shape, "data_offsets": [0, 0]} for name, shape in shapes.items()}
-    header = json.dumps({"__metadata__": {"format": "pt"}, **tensors}).encode()
-    (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
-
-
-@pytest.mark.parametrize("shapes, expected", [
-    ({"embed": [49152, 576], "layers": [30, 576, 5000]}, "compact (auto: a model of 115M parameters)"),
-    ({"embed": [151936, 896], "lm_head": [151936, 896], "layers": [24, 896, 11000]}, "ddl (auto: a model of 509M parameters)"),
+@pytest.mark.parametrize("parameters, expected", [
+    (115_000_000, "compact (auto: a model of 115M parameters)"),
+    (300_000_000, "compact (auto: a model of 300M parameters)"),
+    (300_000_001, "ddl (auto: a model of 300M parameters)"),
+    (509_000_000, "ddl (auto: a model of 509M parameters)"),
 ])
-def test_auto_schema_format_goes_by_the_model_size(preprocess, shapes, expected):
-    save_header_only_model(preprocess.project / "outputs" / "base_model", shapes)
+def test_auto_schema_format_goes_by_the_model_size(preprocess, parameters, expected):
+    preprocess.parameters = parameters
     result, out = preprocess(schema_format="auto")
     assert result.returncode == 0, result.stderr
     assert f"schema format: {expected}" in result.stdout
     chosen = expected.split()[0]
-    metrics = json.loads((out.parents[1] / "metrics" / "data.json").read_text(encoding="utf-8"))
-    assert metrics["schema_format"] == chosen
+    assert json.loads((out / "prompt_format.json").read_text(encoding="utf-8"))["schema_format"] == chosen
     prompt = read_jsonl(out / "dev.jsonl")[0]["prompt"][1]["content"]
     assert ("CREATE TABLE singer" in prompt) == (chosen == "ddl")
 
 
 def test_auto_schema_format_needs_the_prepared_model(preprocess):
+    preprocess.parameters = None
     line = one_error_line(preprocess(schema_format="auto")[0])
-    assert "no .safetensors file; run the prepare-model stage first" in line
+    assert "sqlora_model.json not found: run the prepare-model stage first" in line
 
 
 def test_gold_and_completion_are_one_line(preprocess, tiny_spider):
@@ -188,7 +185,7 @@ def test_project_defaults(preprocess):
     (compact for the default model), value hints on."""
     defaults = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["data"]
     assert defaults["value_hints"] is True and defaults["schema_format"] == "auto"
-    save_header_only_model(preprocess.project / "outputs" / "base_model", {"embed": [49152, 576], "layers": [30, 576, 5000]})
+    preprocess.parameters = 115_000_000
     result, out = preprocess(**defaults)
     assert result.returncode == 0, result.stderr
     assert "schema format: compact (auto: a model of 115M parameters), with value hints" in result.stdout
@@ -205,7 +202,7 @@ def test_outputs_are_replaced_whole_and_kept_on_failure(preprocess, tiny_spider)
     (out / "stale.txt").write_text("from an older run", encoding="utf-8")
     result, out = preprocess(dev_limit=5)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["dev.jsonl", "dev_gold.sql", "train.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["dev.jsonl", "dev_gold.sql", "prompt_format.json", "train.jsonl"]
     assert json.loads(metrics_file.read_text(encoding="utf-8"))["dev_questions"] == 5
     before = {p.name: p.read_bytes() for p in [*out.iterdir(), metrics_file]}
 

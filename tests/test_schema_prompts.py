@@ -5,12 +5,20 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-
-from sqlora.errors import SqloraError
-from sqlora.prompts import (SYSTEM_PROMPT, build_prompt, clean_sql, extract_sql, has_chat_template, prompt_text,
-                            training_example, training_length)
-from sqlora.schema import FORMATS, load_schemas, serialize_schema
 from tiny_spider import DATABASES
+
+from sqlora.core.errors import SqloraError
+from sqlora.data.prompts import (
+    SYSTEM_PROMPT,
+    build_prompt,
+    clean_sql,
+    extract_sql,
+    has_chat_template,
+    prompt_text,
+    training_example,
+    training_length,
+)
+from sqlora.data.schema import FORMATS, load_schemas, serialize_schema
 
 
 @pytest.fixture
@@ -160,9 +168,8 @@ def chat_tokenizer(tokenizer_folder):
 @pytest.fixture
 def plain_tokenizer(tokenizer_folder):
     """Like a base model's: no chat template, a BOS before every text, eos <|endoftext|>."""
-    from transformers import AutoTokenizer
-
     from tiny_model import base_tokenizer
+    from transformers import AutoTokenizer
 
     return base_tokenizer(AutoTokenizer.from_pretrained(tokenizer_folder))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sqlora.values import MAX_HINTS, QuestionHints, ValueIndex, hint_text
+from sqlora.data.values import MAX_HINTS, QuestionHints, ValueIndex, hint_text
 
 SCHEMA = {
     "table_names_original": ["singer", "Home Town"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -67,3 +68,8 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+
+
+def write_json_atomic(path: str | Path, data) -> None:
+    """JSON written whole or not at all; allow_nan=False: a metric is never NaN (JSON has no NaN)."""
+    write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")

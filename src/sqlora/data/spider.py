@@ -14,9 +14,9 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from .errors import SqloraError
-from .files import file_sha256
-from .progress import progress
+from ..core.errors import SqloraError
+from ..core.files import file_sha256
+from ..core.progress import progress
 
 REQUIRED = ("tables.json", "dev.json", "database/")
 CHUNK = 1 << 20

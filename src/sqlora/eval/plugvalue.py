@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterator
 
-from .sqltokens import Token, tokenize
+from ..sql.tokens import Token, tokenize
 
 DEFAULT_LIMIT = 100
 # Predictions with more slots than this get no substitutions (only the written query counts).

@@ -1,7 +1,7 @@
 """Spider's hardness classes (easy, medium, hard, extra) from a query's structure.
 
 The rules are those of Spider's evaluation.py (eval_hardness); this module recomputes the
-parts they look at with the shared tokenizer (sqltokens.py) and a clause-level parser, so it needs neither nltk
+parts they look at with the shared tokenizer (sql/tokens.py) and a clause-level parser, so it needs neither nltk
 nor the database schema.  For one SELECT block (nested queries are not looked into):
 
 - component 1: one each for WHERE, GROUP BY, ORDER BY and LIMIT, one per table beyond the first
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .sqltokens import Token, significant, tokenize
+from ..sql.tokens import Token, significant, tokenize
 
 AGGREGATES = frozenset({"max", "min", "count", "sum", "avg"})
 SET_OPERATIONS = frozenset({"union", "intersect", "except"})

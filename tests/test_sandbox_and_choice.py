@@ -10,16 +10,16 @@ import time
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pytest
-
-import sqlora.sqlexec as sqlexec
 from eval_fixtures import concert_database, folder_digest, make_database
-from sqlora.sqlexec import (
+
+from sqlora.predict import choose
+from sqlora.predict.choose import choose_candidates, first_runnable
+from sqlora.sql import sandbox
+from sqlora.sql.sandbox import (
     DatabaseCache,
     ReadOnlyDatabase,
-    choose_candidates,
     database_files,
     database_uri,
-    first_runnable,
     is_network_path,
     statement_problem,
 )
@@ -216,9 +216,9 @@ def _open_read_write(self) -> sqlite3.Connection:
 LAYERS_OFF = {
     "read-only open": lambda patch: patch.setattr(ReadOnlyDatabase, "_open", _open_read_write),
     "query_only": lambda patch: patch.setattr(ReadOnlyDatabase, "_forbid_writes", lambda self: None),
-    "statement check": lambda patch: patch.setattr(sqlexec, "statement_problem", lambda sql: None),
+    "statement check": lambda patch: patch.setattr(sandbox, "statement_problem", lambda sql: None),
     "authorizer": lambda patch: patch.setattr(ReadOnlyDatabase, "_authorize", lambda self, *args: sqlite3.SQLITE_OK),
-    "attach limit": lambda patch: patch.setattr(sqlexec, "MAX_ATTACHED", 10),
+    "attach limit": lambda patch: patch.setattr(sandbox, "MAX_ATTACHED", 10),
 }
 # statements that would change the database file
 FILE_WRITES = [
@@ -310,8 +310,8 @@ def test_sqlite_refuses_a_uri_with_a_host(db_dir):
 
 def _as_a_refused_network_path(monkeypatch) -> None:
     """Make every path look like a share whose URI SQLite refuses (file://server/...)."""
-    monkeypatch.setattr(sqlexec, "is_network_path", lambda path: True)
-    monkeypatch.setattr(sqlexec, "database_uri", lambda path: f"file://server{Path(path).as_posix()}?mode=ro")
+    monkeypatch.setattr(sandbox, "is_network_path", lambda path: True)
+    monkeypatch.setattr(sandbox, "database_uri", lambda path: f"file://server{Path(path).as_posix()}?mode=ro")
 
 
 def test_a_network_path_refused_as_uri_opens_by_name_with_the_other_layers(db_dir, tmp_path, monkeypatch):
@@ -341,7 +341,7 @@ def test_the_plain_open_creates_no_missing_file(db_dir, monkeypatch):
 
 
 def test_a_local_path_refused_as_uri_is_an_error_not_a_plain_open(db_dir, monkeypatch):
-    monkeypatch.setattr(sqlexec, "database_uri", lambda path: f"file://server{Path(path).as_posix()}?mode=ro")
+    monkeypatch.setattr(sandbox, "database_uri", lambda path: f"file://server{Path(path).as_posix()}?mode=ro")
     with pytest.raises(sqlite3.OperationalError):
         ReadOnlyDatabase(db_dir / "concert" / "concert.sqlite")
 
@@ -404,13 +404,13 @@ def test_choose_candidates_runs_sql_on_each_question_s_main_database(db_dir):
 
 
 def test_the_guard_does_not_import_the_metric():
-    """sqlexec (and what it imports) is the safety guard, for prediction too: no evaluator,
+    """The sandbox (and what it imports) is the safety guard, for prediction too: no evaluator,
     hardness, plug-value or prompt code comes with it."""
-    code = "import sys, sqlora.sqlexec; print(sorted(m for m in sys.modules if m.startswith('sqlora.')))"
+    code = "import sys, sqlora.sql.sandbox; print(sorted(m for m in sys.modules if m.startswith('sqlora.')))"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "['sqlora.sqlexec', 'sqlora.sqltokens']"
+    assert done.stdout.strip() == "['sqlora.sql', 'sqlora.sql.sandbox', 'sqlora.sql.tokens']"
 
 
 # ---------------------------------------------------------------- repairing a column taken from the wrong table
@@ -436,7 +436,7 @@ def joined(tmp_path):
 
 
 def repaired(sql, database):
-    return sqlexec.repair_names(sql, database.run(sql), database)
+    return choose.repair_names(sql, database.run(sql), database)
 
 
 def test_columns_of_a_table(joined):
@@ -515,7 +515,7 @@ def misspelt(tmp_path):
     ("", ["a"], None),
 ])
 def test_similar_name(name, options, expected):
-    assert sqlexec.similar_name(name, options) == expected
+    assert choose.similar_name(name, options) == expected
 
 
 def test_tables_of_a_database(misspelt):
@@ -554,11 +554,11 @@ def test_a_misspelt_name_is_not_guessed(misspelt, sql):
 def test_choose_runnable_repairs_only_where_no_candidate_returns_rows(joined):
     fixable = f"SELECT T2.name FROM concert AS T1 JOIN stadium AS T2 {ON} ORDER BY T1.capacity DESC LIMIT 1"
     good, empty = "SELECT name FROM stadium", "SELECT name FROM stadium WHERE 0"
-    assert sqlexec.choose_runnable([fixable, good], joined) == (1, good, False)
-    assert sqlexec.choose_runnable([empty, fixable], joined) == (1, fixable.replace("T1.capacity", "T2.capacity"), True)
-    assert sqlexec.choose_runnable([empty, fixable], joined, repair=False) == (0, empty, False)
-    assert sqlexec.choose_runnable(["SELECT xyz FROM stadium"], joined) == (0, "SELECT xyz FROM stadium", False)
-    assert sqlexec.choose_runnable([], joined) == (0, "", False)
+    assert choose.choose_runnable([fixable, good], joined) == (1, good, False)
+    assert choose.choose_runnable([empty, fixable], joined) == (1, fixable.replace("T1.capacity", "T2.capacity"), True)
+    assert choose.choose_runnable([empty, fixable], joined, repair=False) == (0, empty, False)
+    assert choose.choose_runnable(["SELECT xyz FROM stadium"], joined) == (0, "SELECT xyz FROM stadium", False)
+    assert choose.choose_runnable([], joined) == (0, "", False)
 
 
 def test_choose_runnable_runs_a_repeated_query_once(joined, monkeypatch):
@@ -566,7 +566,7 @@ def test_choose_runnable_runs_a_repeated_query_once(joined, monkeypatch):
     run = joined.run
     monkeypatch.setattr(joined, "run", lambda sql, **options: ran.append(sql) or run(sql, **options))
     broken = f"SELECT T2.name FROM concert AS T1 JOIN stadium AS T2 {ON} WHERE T1.capacity > 9999999"
-    assert sqlexec.choose_runnable([broken, broken, broken], joined) == (0, broken, False)
+    assert choose.choose_runnable([broken, broken, broken], joined) == (0, broken, False)
     fixed = broken.replace("T1.capacity", "T2.capacity")
     assert ran == [broken, fixed]  # the same repair is not tried again either
 
@@ -578,9 +578,9 @@ def test_choose_sql_repairs_single_candidates_too(tmp_path):
     questions = [{"db_id": "shows"}, {"db_id": "ghost"}, {"db_id": "shows"}]
     candidates = [[f"```sql\n{broken}\n```"], [broken], ["SELECT nope FROM stadium", "SELECT 1"]]
     unwrap = lambda text: text.strip("`\nsql")  # noqa: E731
-    chosen = sqlexec.choose_sql(questions, candidates, tmp_path / "db", extract=unwrap)
+    chosen = choose.choose_sql(questions, candidates, tmp_path / "db", extract=unwrap)
     assert chosen == [(0, broken.replace("T1.name", "T2.name"), True), (0, broken, False), (1, "SELECT 1", False)]
-    plain = sqlexec.choose_sql(questions, candidates, tmp_path / "db", extract=unwrap, repair=False)
+    plain = choose.choose_sql(questions, candidates, tmp_path / "db", extract=unwrap, repair=False)
     assert [c.sql for c in plain] == [broken, broken, "SELECT 1"]
     assert folder_digest(tmp_path / "db") == before
 

@@ -8,12 +8,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .errors import SqloraError
-from .params import SCHEMA_FORMATS as FORMATS
-from .params import SMALL_MODEL_PARAMETERS
+from ..core.errors import SqloraError
+from ..core.params import SCHEMA_FORMATS as FORMATS
+from ..core.params import SMALL_MODEL_PARAMETERS
 from .spider import read_json
 
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# SQLite's keywords that it does not take as a bare table or column name (SQLite 3.40: each one
+# tried in CREATE TABLE, SELECT, WHERE, ORDER BY and a join)
+RESERVED = frozenset("""add all alter and as autoincrement between case cast check collate commit constraint
+create default deferrable delete distinct drop else escape except exists foreign from group having in index
+insert intersect into is isnull join limit not nothing notnull null on or order primary raise references
+returning select set table then to transaction union unique update using values when where""".split())
 
 
 def load_schemas(tables_json: str | Path) -> dict[str, dict]:
@@ -45,8 +51,10 @@ def schema_format_for(parameters: int) -> str:
 
 
 def quote(name: str) -> str:
-    """Name as SQL needs it: bare when plain, else in double quotes ("Home Town")."""
-    return name if _PLAIN_NAME.fullmatch(name) else '"' + name.replace('"', '""') + '"'
+    """Name as SQL needs it: bare when plain, else in double quotes ("Home Town", "order")."""
+    if _PLAIN_NAME.fullmatch(name) and name.lower() not in RESERVED:
+        return name
+    return '"' + name.replace('"', '""') + '"'
 
 
 class _Tables:

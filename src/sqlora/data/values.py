@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..sql.sandbox import ReadOnlyDatabase
 from .schema import quote
-from .sqlexec import ReadOnlyDatabase
 
 MAX_VALUES_PER_COLUMN = 5000
 MAX_VALUE_CHARS = 40

@@ -6,17 +6,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
 
-
-def is_main_process() -> bool:
-    """False in the extra processes of a data-parallel run (`accelerate launch`)."""
-    return int(os.environ.get("RANK", 0)) == 0
+from ..core.progress import is_main_process
+from .resume import step_of
 
 
 class LossLog(TrainerCallback):
@@ -151,3 +148,19 @@ class LearningRateFactor(TrainerCallback):
 def clock(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class TrainingCallbacks:
+    """The callbacks of one training run, kept across the trainers that its restarts build."""
+
+    def __init__(self, loss_csv: Path, resume_from, *, progress_line: bool):
+        self.loss_log = LossLog(loss_csv, step_of(resume_from))
+        self.guard, self.rate = LossGuard(), LearningRateFactor()
+        # a run resumed after a roll-back in an earlier process goes on at that process's rate
+        self.first_factor = LearningRateFactor.saved_factor(resume_from) if resume_from else 1.0
+        self.all = [self.loss_log, self.guard, self.rate] + ([ProgressLine()] if progress_line else [])
+
+    def start(self, resume_from, *, rollbacks: int, factor: float) -> None:
+        """Before each (re)start: the learning rate stays lowered by every roll-back so far."""
+        self.rate.factor = self.first_factor * factor ** rollbacks
+        self.rate.resume_from = resume_from

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from .devices import free_gpu_memory
-from .modeling import chat_end_token_ids
-from .progress import progress
-from .prompts import prompt_text
+from ..core.progress import progress
+from ..data.prompts import chat_end_token_ids, prompt_text
+from ..model.devices import free_gpu_memory
 
 
 def generate(model, tokenizer, prompts: list[list[dict]], *, batch_size: int, max_new_tokens: int,

@@ -1,15 +1,12 @@
-"""Which devices a stage runs on, how much GPU memory it may take, and prediction spread over
-several GPUs (one process each)."""
+"""Which devices a stage runs on, how much GPU memory it may take, and what it says about them."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-from pathlib import Path
-from typing import NamedTuple
 
-from .errors import SqloraError
+from ..core.errors import SqloraError
 
 # A cap on the GPU memory this process may take, in GiB: a stand-in for a smaller card.
 MEMORY_CAP_VARIABLE = "SQLORA_GPU_MEMORY_GB"
@@ -139,61 +136,3 @@ def prediction_devices(num_gpus: int) -> list[str]:
         return ["cpu"]
     count = torch.cuda.device_count()
     return [f"cuda:{i}" for i in range(count if num_gpus == 0 else min(num_gpus, count))]
-
-
-class Prediction(NamedTuple):
-    candidates: list[list[str]]      # per prompt, in order
-    load_s: float                    # model load, the slowest device's
-    generate_s: float                # generation, the slowest device's
-    peak_memory_mb: float | None     # the most GPU memory torch allocated on one device; None on CPU
-    ready_s: float                   # load, then tokenizing: to the first batch, the slowest device's
-
-
-def predict_on_devices(model_dir: Path, base_dir: Path, quant, prompts: list[list[dict]],
-                       devices: list[str], *, dequantize: bool = False, trust_remote_code: bool = False,
-                       **generation) -> Prediction:
-    """Candidates for all prompts (see `generate_candidates`), in order, with one process per
-    device when there are several."""
-    load = {"dequantize": dequantize, "trust_remote_code": trust_remote_code}
-    if len(devices) == 1:
-        return _predict_shard(model_dir, base_dir, quant, prompts, devices[0], load, generation)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    shards = [list(range(start, len(prompts), len(devices))) for start in range(len(devices))]
-    with ProcessPoolExecutor(len(devices), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_predict_shard, model_dir, base_dir, quant, [prompts[i] for i in shard],
-                               device, load, {**generation, "desc": f"{generation.get('desc', '')} {device}"})
-                   for shard, device in zip(shards, devices)]
-        results = [future.result() for future in futures]
-    candidates: list[list[str]] = [[] for _ in prompts]
-    for shard, result in zip(shards, results):
-        for i, texts in zip(shard, result.candidates):
-            candidates[i] = texts
-    peaks = [r.peak_memory_mb for r in results if r.peak_memory_mb is not None]
-    return Prediction(candidates, max(r.load_s for r in results), max(r.generate_s for r in results),
-                      max(peaks) if peaks else None, max(r.ready_s for r in results))
-
-
-def _predict_shard(model_dir, base_dir, quant, prompts, device, load, generation) -> Prediction:
-    import time
-
-    import torch
-
-    from .generation import generate_candidates
-    from .modeling import fused_rms_norms, load_for_inference
-
-    cap_gpu_memory()  # a process of its own under spawn
-    started = time.perf_counter()
-    model, tokenizer = load_for_inference(Path(model_dir), Path(base_dir), quant, device=device, **load)
-    loaded = first_batch = time.perf_counter()
-
-    def mark_first_batch():
-        nonlocal first_batch
-        first_batch = time.perf_counter()
-
-    with fused_rms_norms(model):
-        candidates = generate_candidates(model, tokenizer, prompts, on_first_batch=mark_first_batch, **generation)
-    on_gpu = str(device).startswith("cuda")
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if on_gpu else None
-    return Prediction(candidates, loaded - started, time.perf_counter() - loaded, peak, first_batch - started)

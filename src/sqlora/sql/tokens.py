@@ -3,7 +3,7 @@
 A regular expression splits any text into tokens whose texts join back into the text (nothing is
 dropped, nothing fails): whitespace, comments, '...' strings, "..." quoted names or strings,
 `...` and [...] names, numbers, words, operators and punctuation.  It knows SQLite's lexical
-classes, not its grammar: what a word means is left to the callers (sqlexec.statement_problem,
+classes, not its grammar: what a word means is left to the callers (sql.sandbox.statement_problem,
 plugvalue, hardness).
 
 The reference evaluator tokenizes with sqlparse for plug-value; on the 9,693 gold queries of

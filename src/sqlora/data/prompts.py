@@ -35,9 +35,11 @@ from __future__ import annotations
 
 import re
 
-from .errors import SqloraError
+from ..core.errors import SqloraError
 
 SYSTEM_PROMPT = "You are a SQLite expert. Answer with one SQL query only, no explanation."
+# written by preprocess beside the prompts, and kept with the adapter: how its prompts were made
+PROMPT_FORMAT_FILE = "prompt_format.json"
 
 END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>",
               "<|im_start|>")
@@ -215,3 +217,27 @@ def _first_statement(text: str) -> str:
                 return text[:i]
         i += 1
     return text
+
+
+def chat_end_token_ids(tokenizer) -> list[int]:
+    """Token ids that end an assistant turn: the chat template's end token and the tokenizer's eos.
+
+    Some tokenizers say `<|endoftext|>` is eos while their chat template closes turns with
+    `<|im_end|>`, and a tokenizer converted from GGUF may not mark that token special at all:
+    the end token is read off the template itself, so generation stops at whichever comes.
+    A tokenizer without a chat template (the plain prompt format, see above) ends answers
+    with its eos token only.
+    """
+    if not has_chat_template(tokenizer):
+        return [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "SELECT 1"}]
+    text = tokenizer.apply_chat_template(probe, tokenize=False)
+    after_answer = text[text.rfind("SELECT 1") + len("SELECT 1"):]
+    ids = set()
+    for token_id in tokenizer.encode(after_answer, add_special_tokens=False):
+        if tokenizer.decode([token_id]).strip():
+            ids.add(token_id)
+            break
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return sorted(ids)

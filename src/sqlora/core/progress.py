@@ -8,6 +8,18 @@ import sys
 from tqdm.auto import tqdm
 
 
+def is_main_process() -> bool:
+    """False in the extra processes of a data-parallel run (`accelerate launch`)."""
+    return int(os.environ.get("RANK", 0)) == 0
+
+
+def say(text: str) -> None:
+    """One line of a stage's story, from the main process only, flushed at once (dvc's log
+    interleaves stdout and stderr)."""
+    if is_main_process():
+        print(text, flush=True)
+
+
 def bars_enabled() -> bool:
     if os.environ.get("SQLORA_PROGRESS") in ("0", "1"):
         return os.environ["SQLORA_PROGRESS"] == "1"

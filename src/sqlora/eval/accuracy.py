@@ -1,13 +1,13 @@
 """Execution accuracy of predicted SQL, judged like test-suite-sql-eval, safely and in parallel.
 
-    python -m sqlora.evaluate --gold dev_gold.sql --pred pred.sql --db database/ [--plug-value]
+    python -m sqlora.eval --gold dev_gold.sql --pred pred.sql --db database/ [--plug-value]
 
 A prediction is right when its result equals the gold query's result on every database of the
 question (``DBDIR/<db_id>/*.sqlite``): as a multiset of rows, or as a list when the gold query
 has ORDER BY, with the columns in any order; two empty results are equal.  DISTINCT is dropped
 from both queries unless keep_distinct.  With plug_value, the gold query's literal values may
-replace the prediction's (see plugvalue.py for the bound on that search).  Predictions run under
-the guards of sqlexec.py.  Like the reference, every ``value`` in a prediction's text is first
+replace the prediction's (see eval/plugvalue.py for the bound on that search).  Predictions run under
+the guards of sql/sandbox.py.  Like the reference, every ``value`` in a prediction's text is first
 replaced by ``1`` (``fill_placeholder``).  docs/EVALUATION.md tells the whole story.
 
 ``evaluate_files`` judges several prediction files against one gold file in both modes (strict
@@ -33,13 +33,13 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SqloraError, run_stage
-from .files import write_text_atomic
+from ..core.errors import SqloraError, run_stage
+from ..core.files import write_text_atomic
+from ..core.progress import progress
+from ..sql.sandbox import DatabaseCache, Outcome, database_files, is_compile_error
+from ..sql.tokens import tokenize
 from .hardness import hardness
 from .plugvalue import DEFAULT_LIMIT, PlugSearch
-from .progress import progress
-from .sqlexec import DatabaseCache, Outcome, database_files, is_compile_error
-from .sqltokens import tokenize
 
 # Spider's hardness levels, and the levels scores are reported for
 LEVELS = ("easy", "medium", "hard", "extra")
@@ -590,7 +590,7 @@ def metrics(result: EvalResult, settings: dict | None = None) -> dict:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m sqlora.evaluate",
+        prog="python -m sqlora.eval",
         description="Execution accuracy of predicted SQL (Spider, test-suite-sql-eval semantics).",
     )
     parser.add_argument("--gold", required=True, help="gold file: one 'SQL<TAB>db_id' per line")

@@ -155,7 +155,7 @@ class PredictParams:
     num_candidates: int
     num_gpus: int                # 0 = all visible
     answer_prefix: str
-    repair_columns: bool         # repair the names SQLite reports missing, or join their table (sqlexec.repair_names)
+    repair_columns: bool         # repair the names SQLite reports missing, or join their table (predict.choose.repair_names)
 
     @classmethod
     def read(cls, s: dict) -> PredictParams:
