@@ -36,7 +36,7 @@ if [ -n "$wheels" ] && compgen -G "$wheels/*.whl" >/dev/null; then
   fi
 fi
 rm -rf "$work" && mkdir -p "$work"
-cp -r dvc.yaml params.yaml pyproject.toml stages src benchmarks "$work"/ && cd "$work"
+cp -r dvc.yaml params.yaml pyproject.toml .dvcignore stages src benchmarks "$work"/ && cd "$work"
 sed -i -e "s#^  source: .*#  source: $zip#" params.yaml
 [ -z "$model" ] || sed -i -e "s#^  name_or_path: .*#  name_or_path: $model#" params.yaml
 git init -q && git add -A && git commit -qm "gpu run"

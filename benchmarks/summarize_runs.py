@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-COLUMNS = ["run", "overrides", "status", "examples", "steps", "train_s", "tok_per_s", "peak_mb",
+COLUMNS = ["run", "overrides", "status", "dtype", "weights_mb", "examples", "steps", "train_s", "tok_per_s", "peak_mb",
            "final_loss", "predict_ft_s", "ft_ready_s", "ft_repaired", "predict_base_s", "base_all", "ft_easy",
            "ft_medium", "ft_hard", "ft_extra", "ft_all", "ft_plug_all"]
 
@@ -20,8 +20,10 @@ def read(path: Path) -> dict:
 
 def row(folder: Path) -> dict:
     metrics = folder / "metrics"
-    train, evaluation = read(metrics / "train.json"), read(metrics / "eval.json")
-    finetuned, base = read(metrics / "predict_finetuned.json"), read(metrics / "predict_base.json")
+    train = {**read(metrics / "train.json"), **read(metrics / "train_details.json")}
+    evaluation = read(metrics / "eval.json")
+    finetuned = {**read(metrics / "predict_finetuned.json"), **read(metrics / "predict_finetuned_details.json")}
+    base = {**read(metrics / "predict_base.json"), **read(metrics / "predict_base_details.json")}
     status = (folder / "status.txt").read_text().split() if (folder / "status.txt").is_file() else ["?"]
     overrides = (folder / "overrides.txt").read_text().strip() if (folder / "overrides.txt").is_file() else ""
 
@@ -30,6 +32,7 @@ def row(folder: Path) -> dict:
 
     return {
         "run": folder.name, "overrides": overrides or "(defaults)", "status": " ".join(status[:1]),
+        "dtype": train.get("compute_dtype", ""), "weights_mb": train.get("base_weights_mb", ""),
         "examples": train.get("examples", ""), "steps": train.get("steps", ""),
         "train_s": train.get("runtime_s", ""), "tok_per_s": train.get("tokens_per_s", ""),
         "peak_mb": train.get("peak_memory_mb", ""), "final_loss": train.get("final_loss", ""),
