@@ -150,3 +150,23 @@ def test_bfloat16_on_a_card_without_it_names_the_setting(monkeypatch):
 ])
 def test_mixed_precision_errors_are_told_from_others(message, expected):
     assert is_precision_error(RuntimeError(message)) is expected
+
+
+def test_base_weights_are_measured_as_held(tiny_models):
+    """metrics/train.json's base_weights_mb: 4 bits a weight (and constants) in the quantized
+    layers, 16 bits where they are held dequantized, and every other weight as it is, tied ones once."""
+    from sqlora.train.weights import weight_bytes
+
+    plain = load_quantized_model(tiny_models["llama"], QuantParams(bits=16, bnb_4bit_compute_dtype="float32"))
+    everything = sum(p.numel() for p in plain.parameters())
+    assert weight_bytes(plain) == 4 * everything
+    quantized = load_quantized_model(tiny_models["llama"], QuantParams(bits=4, bnb_4bit_compute_dtype="float32"),
+                                     for_training=True)
+    linear = sum(m.in_features * m.out_features for n, m in plain.named_modules()
+                 if isinstance(m, torch.nn.Linear) and "layers" in n)
+    other = everything - linear
+    four_bit = weight_bytes(quantized)
+    assert 4 * other + linear / 2 < four_bit < 4 * other + linear / 2 * 1.2  # packed weights + constants
+    train = resolved_schedule(TrainParams.read({**TRAIN, "dequantize": True}), parameter_count(quantized))
+    _, held = prepare_weights(quantized, train, torch.float16)
+    assert held.dequantized and held.base_weights_mb * 2**20 == pytest.approx(4 * other + 2 * linear, rel=1e-6)

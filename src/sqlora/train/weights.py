@@ -49,12 +49,11 @@ def prepare_weights(model, train: TrainParams, dtype, *, fused_norms: bool = Tru
 
 
 def weight_bytes(model) -> int:
-    """Bytes the frozen weights take as held: 4-bit layers count their packed weights and their
-    quantization constants, 16-bit and 32-bit ones two and four bytes a weight."""
+    """Bytes a model's weights take as held (before LoRA is attached: the base weights): 4-bit
+    layers count their packed weights and their quantization constants, 16-bit and 32-bit ones
+    two and four bytes a weight; a tied weight counts once."""
     total = 0
     for param in model.parameters():
-        if param.requires_grad:
-            continue
         total += param.numel() * param.element_size()
         state = getattr(param, "quant_state", None)  # bitsandbytes 4-bit
         while state is not None:
