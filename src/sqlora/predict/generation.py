@@ -25,6 +25,7 @@ class BatchReport(NamedTuple):
     shape: BatchShape
     estimated_bytes: int         # by `prompt_bytes`, before correction by what earlier batches measured
     peak_bytes: int | None       # the most GPU memory allocated during it (None on the CPU)
+    allocated_bytes: int | None  # GPU memory allocated before it (the model's weights, mostly)
     out_of_memory: bool
 
 
@@ -89,7 +90,7 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_si
         peak = gpu_peak(device)
         if on_batch is not None:
             on_batch(BatchReport(len(batch), shape, len(batch) * prompt_bytes(sizer.sizes, shape), peak,
-                                 generated is None))
+                                 allocated, generated is None))
         if generated is None:  # out of memory: retry with half, once the failed batch's tensors are gone
             sizer.ran_out(len(batch), shape)
             free_gpu_memory()
