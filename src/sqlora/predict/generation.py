@@ -10,7 +10,6 @@ from ..model.devices import free_gpu_memory, gpu_bytes_free, gpu_peak, watch_gpu
 from .batching import BatchShape, BatchSizer, model_sizes, prompt_bytes
 
 
-
 def generate(model, tokenizer, prompts: list[list[dict]], *, batch_size: int, max_new_tokens: int,
              answer_prefix: str = "", desc: str = "generating") -> list[str]:
     """One greedy completion per chat prompt, in input order (see `generate_candidates`)."""
