@@ -143,3 +143,81 @@ def test_kv_bytes_per_token_are_what_the_static_cache_allocates(tiny_models, tmp
         model(input_ids=torch.zeros((3, 5), dtype=torch.long), use_cache=True, **{cache_argument(): cache})
     allocated = sum(t.nbytes for layer in cache.layers for t in (layer.keys, layer.values))
     assert allocated == 3 * tokens * sizes.kv_bytes_per_token
+
+
+# ---------------------------------------------------------------- the estimate against what generate holds
+
+class LiveTensorBytes:
+    """The peak of the bytes held by tensors that torch ops create within the block (a dispatch
+    mode: sees every op, on any device), leaving out `known` storages such as the weights."""
+
+    def __init__(self, known=()):
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        tracker = self
+        self.known = {t.untyped_storage().data_ptr() for t in known}
+        self.held: dict[int, list[int]] = {}  # storage -> [tensors alive, bytes]
+        self.live = self.peak = 0
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for tensor in torch.utils._pytree.tree_flatten(out)[0]:
+                    if isinstance(tensor, torch.Tensor):
+                        tracker.hold(tensor)
+                return out
+
+        self.mode = Mode()
+
+    def hold(self, tensor) -> None:
+        import weakref
+
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr()
+        if key == 0 or key in self.known:
+            return
+        if key not in self.held:
+            self.held[key] = [0, storage.nbytes()]
+            self.live += storage.nbytes()
+            self.peak = max(self.peak, self.live)
+        self.held[key][0] += 1
+        weakref.finalize(tensor, self.release, key)
+
+    def release(self, key: int) -> None:
+        entry = self.held.get(key)
+        if entry is not None:
+            entry[0] -= 1
+            if entry[0] == 0:
+                self.live -= entry[1]
+                del self.held[key]
+
+
+@pytest.mark.parametrize("prompt_tokens, num_candidates", [(300, 2), (300, 1), (12, 2)])
+def test_the_estimate_covers_what_generate_holds_on_this_cpu(prompt_tokens, num_candidates):
+    """A SmolLM2-shaped model with two layers, two prompts: the peak of the tensors generate
+    creates (KV cache, activations, logits, beams) is within the estimate, and not far below it
+    (the logits' float32 copies, which a short prompt's share is mostly made of, allow for one
+    logits processor that this generation does not run).
+    A GPU's kernels hold somewhat different temporaries; each batch's measured peak corrects
+    the plan there."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sqlora.predict.generation import left_padded
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=2,
+                         num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config).eval()
+    new_tokens, end_tokens = 4, list(range(20))
+    token_ids = [torch.randint(100, 49000, (n,)).tolist() for n in (prompt_tokens, prompt_tokens * 2 // 3)]
+    search = {"num_beams": num_candidates, "num_return_sequences": num_candidates} if num_candidates > 1 else {}
+    live = LiveTensorBytes(known=list(model.parameters()) + list(model.buffers()))
+    with torch.inference_mode(), live.mode:
+        model.generate(**left_padded(token_ids, 0), max_new_tokens=new_tokens,
+                       do_sample=False, pad_token_id=0, eos_token_id=end_tokens, cache_implementation="static",
+                       disable_compile=True, **search)
+    shape = BatchShape(prompt_tokens, prompt_tokens + new_tokens - 1, new_tokens, num_candidates, len(end_tokens))
+    estimate = 2 * prompt_bytes(model_sizes(model), shape)
+    assert 0.65 * estimate <= live.peak <= estimate

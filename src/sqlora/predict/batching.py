@@ -25,7 +25,7 @@ from typing import NamedTuple
 # allocator's rounding, cuBLAS workspaces, the output on the way to the CPU).
 USABLE_SHARE = 0.9
 RESERVED_BYTES = 256 * 2**20
-FLOAT32_LOGIT_COPIES = 5  # the float32 logits, their log-softmax, processed and beam-summed scores
+FLOAT32_LOGIT_COPIES = 4  # the float32 logits, their log-softmax, a logits processor's output, beam scores
 
 
 class ModelSizes(NamedTuple):

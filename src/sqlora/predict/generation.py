@@ -51,7 +51,8 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_si
     `prefill_chunk_tokens` feeds the prompts to the model that many tokens at a time.
 
     The prompts are tokenized once, up front; `on_first_batch()`, if given, is called when that is
-    done, just before the first batch generates; `on_batch(BatchReport)` after each batch.
+    done, just before the first batch generates; `on_batch(BatchReport)` after each batch. On a
+    GPU, torch's peak memory statistics are reset before each batch, to measure it.
     """
     texts = [prompt_text(tokenizer, p) + answer_prefix for p in prompts]
     token_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
