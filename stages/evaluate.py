@@ -1,8 +1,13 @@
 """evaluate: execution accuracy by Spider hardness, strict and with plug-value, for the base
 model, the fine-tuned one and their difference.
 
-All prediction files are judged in one pass (each gold query runs once per database); the
-outputs are written only once everything is judged, each one whole or not at all."""
+eval.metric chooses the rules: spider (test-suite-sql-eval's), or bird (BIRD's: the sets of
+result rows equal; strict only, BIRD has no plug-value); auto takes bird for data fetched from
+BIRD's layout (--layout, written by fetch-db) and spider for the rest. Questions whose gold query
+Spider's rules cannot read are scored in an `n/a` hardness group (and in `all`). --details says
+what was chosen and why. All prediction files are judged in one pass (each gold query runs once
+per database); the outputs are written only once everything is judged, each one whole or not
+at all."""
 
 from __future__ import annotations
 
@@ -13,9 +18,11 @@ import json
 from pathlib import Path
 
 from sqlora.core.errors import SqloraError, run_stage
-from sqlora.core.files import replace_dir, staging_area, write_text_atomic
-from sqlora.core.params import Params
-from sqlora.eval.accuracy import ALL_LEVELS, EvalResult, evaluate_files, format_table
+from sqlora.core.files import replace_dir, staging_area, write_json_atomic, write_text_atomic
+from sqlora.core.params import AUTO, Params
+from sqlora.data.layouts import BIRD, TITLES, read_layout
+from sqlora.eval.accuracy import BIRD_METRIC, SPIDER_METRIC, EvalResult, evaluate_files, format_table
+from sqlora.eval.hardness import NOT_RATED
 
 MODES = {"exec": False, "plug": True}  # metric name -> plug_value
 MODE_TITLES = {"exec": "strict", "plug": "plug-value"}
@@ -30,7 +37,21 @@ def named_path(text: str) -> tuple[str, Path]:
 
 
 def metric_name(name: str, mode: str, level: str) -> str:
-    return f"{name}_{mode}_{level}"
+    return f"{name}_{mode}_{level_key(level)}"
+
+
+def level_key(level: str) -> str:
+    """A level as metric keys name it: n/a becomes na."""
+    return level.replace("/", "")
+
+
+def choose_metric(metric: str, layout_file: Path | None) -> tuple[str, str]:
+    """eval.metric, with auto resolved by the data's layout; and why."""
+    if metric != AUTO:
+        return metric, "eval.metric"
+    layout = read_layout(layout_file.parent)["layout"] if layout_file else "spider"
+    chosen = BIRD_METRIC if layout == BIRD else SPIDER_METRIC
+    return chosen, f"auto: the data is {TITLES[layout]}"
 
 
 def build_metrics(results: dict[str, dict[str, EvalResult]]) -> dict[str, float | int]:
@@ -40,26 +61,26 @@ def build_metrics(results: dict[str, dict[str, EvalResult]]) -> dict[str, float 
     counts: dict[str, int] = {}
     for name, by_mode in results.items():
         for mode, result in by_mode.items():
-            for level in ALL_LEVELS:
+            for level in result.scores:
                 metrics[metric_name(name, mode, level)] = round(result.scores[level]["exec"], 4)
-                counts[f"count_{level}"] = int(result.scores[level]["count"])
+                counts[f"count_{level_key(level)}"] = int(result.scores[level]["count"])
     names = list(results)
     if len(names) == 2:  # e.g. finetuned minus base
         first, second = names
-        for mode in MODES:
-            for level in ALL_LEVELS:
-                metrics[f"delta_{mode}_{level}"] = round(
+        for mode, result in results[first].items():
+            for level in result.scores:
+                metrics[f"delta_{mode}_{level_key(level)}"] = round(
                     metrics[metric_name(second, mode, level)] - metrics[metric_name(first, mode, level)], 4)
     return {**metrics, **counts}
 
 
-def plot_text(metrics: dict, names: list[str]) -> str:
+def plot_text(metrics: dict, results: dict[str, dict[str, EvalResult]]) -> str:
     """metrics/accuracy_by_hardness.csv: strict accuracy per model and level (csv's \\r\\n lines)."""
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(["bar", "model", "hardness", "exec"])
-    for name in names:
-        for level in ALL_LEVELS:
+    for name, by_mode in results.items():
+        for level in by_mode["exec"].scores:
             writer.writerow([f"{name} {level}", name, level, metrics[metric_name(name, "exec", level)]])
     return buffer.getvalue()
 
@@ -87,6 +108,8 @@ def main() -> None:
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--plot", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--layout", type=Path, help="layout.json of the fetched data (eval.metric auto goes by it)")
+    parser.add_argument("--details", type=Path, help="the metric chosen and why, and counts")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
@@ -94,29 +117,43 @@ def main() -> None:
     for name, path in args.pred:
         if not path.is_file():
             raise SqloraError(f"predictions for {name} not found: {path}")
+    metric, chosen_by = choose_metric(params.metric, args.layout)
+    modes = {"exec": False} if metric == BIRD_METRIC else MODES
+    print(f"metric: {metric} ({chosen_by})")
 
     judged = evaluate_files(args.gold, [path for _, path in args.pred], args.db,
-                            plug_values=tuple(MODES.values()), keep_distinct=params.keep_distinct,
-                            timeout=params.timeout, workers=params.workers or None)
+                            plug_values=tuple(modes.values()), keep_distinct=params.keep_distinct,
+                            timeout=params.timeout, workers=params.workers or None, metric=metric)
     results: dict[str, dict[str, EvalResult]] = {}
     for (name, _), by_plug_value in zip(args.pred, judged):
-        results[name] = {mode: by_plug_value[plug_value] for mode, plug_value in MODES.items()}
+        results[name] = {mode: by_plug_value[plug_value] for mode, plug_value in modes.items()}
         for mode, result in results[name].items():
-            print(f"\n{name} ({MODE_TITLES[mode]} execution accuracy)")
+            print(f"\n{name} ({MODE_TITLES[mode]} execution accuracy, {metric} rules)")
             print(format_table(result))
+    first = next(iter(results.values()))["exec"].per_question
+    not_rated = sum(1 for record in first if record["hardness"] == NOT_RATED and not record.get("skipped"))
+    if not_rated:
+        print(f"\nhardness {NOT_RATED}: {not_rated} gold queries that Spider's rules cannot read "
+              "(scored in all and in their own group)")
 
     metrics = build_metrics(results)
     metrics_text = json.dumps(metrics, indent=2) + "\n"
-    plot = plot_text(metrics, list(results))
+    plot = plot_text(metrics, results)
     per_question = per_question_text(results)
+    details = {"metric": metric, "metric_chosen_by": chosen_by, "modes": list(modes),
+               "questions": len(first), "hardness_not_rated": not_rated,
+               "skipped_missing_db": sum(1 for record in first if record.get("skipped"))}
 
     # everything is judged: publish, each output whole or not at all
     with staging_area(args.out) as staging:
         (staging / PER_QUESTION).write_text(per_question, encoding="utf-8", newline="\n")
         replace_dir(staging, args.out)
     write_text_atomic(args.plot, plot)
+    if args.details:
+        write_json_atomic(args.details, details)
     write_text_atomic(args.metrics, metrics_text)
-    print(f"\nwrote {args.metrics}, {args.plot}, {args.out / PER_QUESTION}")
+    print(f"\nwrote {args.metrics}, {args.plot}, {args.out / PER_QUESTION}"
+          + (f", {args.details}" if args.details else ""))
 
 
 if __name__ == "__main__":
