@@ -1,13 +1,11 @@
 """evaluate: execution accuracy by Spider hardness, strict and with plug-value, for the base
 model, the fine-tuned one and their difference.
 
-eval.metric chooses the rules: spider (test-suite-sql-eval's), or bird (BIRD's: the sets of
-result rows equal; strict only, BIRD has no plug-value); auto takes bird for data fetched from
-BIRD's layout (--layout, written by fetch-db) and spider for the rest. Questions whose gold query
-Spider's rules cannot read are scored in an `n/a` hardness group (and in `all`). --details says
-what was chosen and why. All prediction files are judged in one pass (each gold query runs once
-per database); the outputs are written only once everything is judged, each one whole or not
-at all."""
+eval.metric chooses the rules: spider (test-suite-sql-eval's) or bird (the sets of result rows
+equal; strict only); auto goes by the data's layout (--layout; accuracy.resolve_metric), and
+--details says what it chose. Gold queries Spider's rules cannot read form an `n/a` hardness
+group. All prediction files are judged in one pass (each gold query runs once per database); the
+outputs are written only once everything is judged, each one whole or not at all."""
 
 from __future__ import annotations
 
@@ -19,9 +17,9 @@ from pathlib import Path
 
 from sqlora.core.errors import SqloraError, run_stage
 from sqlora.core.files import replace_dir, staging_area, write_json_atomic, write_text_atomic
-from sqlora.core.params import AUTO, Params
-from sqlora.data.layouts import BIRD, TITLES, read_layout
-from sqlora.eval.accuracy import BIRD_METRIC, SPIDER_METRIC, EvalResult, evaluate_files, format_table
+from sqlora.core.params import Params
+from sqlora.data.layouts import SPIDER, read_layout
+from sqlora.eval.accuracy import BIRD_METRIC, EvalResult, evaluate_files, format_table, resolve_metric
 from sqlora.eval.hardness import NOT_RATED
 
 MODES = {"exec": False, "plug": True}  # metric name -> plug_value
@@ -37,21 +35,7 @@ def named_path(text: str) -> tuple[str, Path]:
 
 
 def metric_name(name: str, mode: str, level: str) -> str:
-    return f"{name}_{mode}_{level_key(level)}"
-
-
-def level_key(level: str) -> str:
-    """A level as metric keys name it: n/a becomes na."""
-    return level.replace("/", "")
-
-
-def choose_metric(metric: str, layout_file: Path | None) -> tuple[str, str]:
-    """eval.metric, with auto resolved by the data's layout; and why."""
-    if metric != AUTO:
-        return metric, "eval.metric"
-    layout = read_layout(layout_file.parent)["layout"] if layout_file else "spider"
-    chosen = BIRD_METRIC if layout == BIRD else SPIDER_METRIC
-    return chosen, f"auto: the data is {TITLES[layout]}"
+    return f"{name}_{mode}_{level.replace('/', '')}"  # n/a: na
 
 
 def build_metrics(results: dict[str, dict[str, EvalResult]]) -> dict[str, float | int]:
@@ -63,13 +47,13 @@ def build_metrics(results: dict[str, dict[str, EvalResult]]) -> dict[str, float 
         for mode, result in by_mode.items():
             for level in result.scores:
                 metrics[metric_name(name, mode, level)] = round(result.scores[level]["exec"], 4)
-                counts[f"count_{level_key(level)}"] = int(result.scores[level]["count"])
+                counts[f"count_{level.replace('/', '')}"] = int(result.scores[level]["count"])
     names = list(results)
     if len(names) == 2:  # e.g. finetuned minus base
         first, second = names
         for mode, result in results[first].items():
             for level in result.scores:
-                metrics[f"delta_{mode}_{level_key(level)}"] = round(
+                metrics[metric_name("delta", mode, level)] = round(
                     metrics[metric_name(second, mode, level)] - metrics[metric_name(first, mode, level)], 4)
     return {**metrics, **counts}
 
@@ -117,7 +101,8 @@ def main() -> None:
     for name, path in args.pred:
         if not path.is_file():
             raise SqloraError(f"predictions for {name} not found: {path}")
-    metric, chosen_by = choose_metric(params.metric, args.layout)
+    layout = read_layout(args.layout.parent)["layout"] if args.layout else SPIDER
+    metric, chosen_by = resolve_metric(params.metric, layout)
     modes = {"exec": False} if metric == BIRD_METRIC else MODES
     print(f"metric: {metric} ({chosen_by})")
 
@@ -130,8 +115,8 @@ def main() -> None:
         for mode, result in results[name].items():
             print(f"\n{name} ({MODE_TITLES[mode]} execution accuracy, {metric} rules)")
             print(format_table(result))
-    first = next(iter(results.values()))["exec"].per_question
-    not_rated = sum(1 for record in first if record["hardness"] == NOT_RATED and not record.get("skipped"))
+    first = next(iter(results.values()))["exec"]
+    not_rated = int(first.scores.get(NOT_RATED, {"count": 0})["count"])
     if not_rated:
         print(f"\nhardness {NOT_RATED}: {not_rated} gold queries that Spider's rules cannot read "
               "(scored in all and in their own group)")
@@ -141,8 +126,8 @@ def main() -> None:
     plot = plot_text(metrics, results)
     per_question = per_question_text(results)
     details = {"metric": metric, "metric_chosen_by": chosen_by, "modes": list(modes),
-               "questions": len(first), "hardness_not_rated": not_rated,
-               "skipped_missing_db": sum(1 for record in first if record.get("skipped"))}
+               "questions": len(first.per_question), "hardness_not_rated": not_rated,
+               "skipped_missing_db": sum(1 for record in first.per_question if record.get("skipped"))}
 
     # everything is judged: publish, each output whole or not at all
     with staging_area(args.out) as staging:
@@ -152,8 +137,8 @@ def main() -> None:
     if args.details:
         write_json_atomic(args.details, details)
     write_text_atomic(args.metrics, metrics_text)
-    print(f"\nwrote {args.metrics}, {args.plot}, {args.out / PER_QUESTION}"
-          + (f", {args.details}" if args.details else ""))
+    written = [args.metrics, args.plot, args.out / PER_QUESTION, *([args.details] if args.details else [])]
+    print(f"\nwrote {', '.join(map(str, written))}")
 
 
 if __name__ == "__main__":

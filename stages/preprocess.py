@@ -1,15 +1,13 @@
 """preprocess: turn the fetched questions into chat prompts for training and for prediction.
 
-Writes train.jsonl (prompt-completion records), dev.jsonl and dev_gold.sql (same order), and
-metrics/data.json with the counts, and prompt_format.json, how the prompts were made (training
-keeps it with the adapter). Questions are left out, and counted, where their db_id is not in
-tables.json, where a dev question's database file is missing (it could not be evaluated), and
-where the gold query fails on its own database (sqlora.data.gold; the first few are named). Data
-without a dev file (your own, say) gets one split off by database (sqlora.data.split). With
-data.value_hints, each prompt also lists the database values its question names
-(sqlora.data.values); with data.evidence, a question's evidence (BIRD's hint). data.schema_format
-`auto` picks the format by the size of the prepared model, which prepare-model records
-(--model-facts; schema.schema_format_for).
+Writes train.jsonl (prompt-completion records), dev.jsonl and dev_gold.sql (same order),
+prompt_format.json (how the prompts were made; training keeps it with the adapter) and
+metrics/data.json with the counts. Left out and counted: questions whose db_id is not in
+tables.json, dev questions whose database file is missing, and questions whose gold query fails
+on its database (sqlora.data.gold; the first few are named). Data without a dev file gets one
+split off by database (sqlora.data.split). data.value_hints adds the database values a question
+names (sqlora.data.values); data.evidence, its evidence (BIRD's hint). data.schema_format `auto`
+goes by the prepared model's size (--model-facts; schema.schema_format_for).
 """
 
 from __future__ import annotations
@@ -17,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 from sqlora.core.errors import SqloraError, run_stage
@@ -55,27 +54,27 @@ def main() -> None:
         chosen_by = f" (auto: a model of {parameters / 1e6:.0f}M parameters)"
 
     layout = read_layout(args.spider)["layout"]
+    database_of = partial(database_file, args.spider)
     schemas = load_schemas(args.spider / "tables.json")
     schema_texts = {db_id: serialize_schema(db, schema_format) for db_id, db in schemas.items()}
-    hints = QuestionHints(lambda db_id: database_file(args.spider, db_id), schemas) if data.value_hints else None
+    hints = QuestionHints(database_of, schemas) if data.value_hints else None
+
+    def evidence(example: dict) -> str:
+        return example.get("evidence", "") if data.evidence else ""
 
     def prompt_parts(example: dict) -> tuple[dict, str, str]:
         text = schema_texts[example["db_id"]]
-        text += hints.text(example["db_id"], example["question"]) if hints else ""
-        return example, text, example.get("evidence", "") if data.evidence else ""
+        return example, text + (hints.text(example["db_id"], example["question"]) if hints else ""), evidence(example)
 
-    train, train_unknown = partition(examples_of(train_file(args.spider)), lambda e: e["db_id"] in schema_texts)
+    train, train_unknown = partition(load_examples(train_file(args.spider)), lambda e: e["db_id"] in schema_texts)
     if (args.spider / "dev.json").is_file():
-        dev, split_databases = examples_of(args.spider / "dev.json"), None
+        dev, split_databases = load_examples(args.spider / "dev.json"), None
     else:
         train, dev, split_databases = split_by_database(train, data.dev_fraction, data.split_seed)
     dev, dev_unknown = partition(dev, lambda example: example["db_id"] in schema_texts)
-    dev, dev_missing = partition(dev, lambda example: database_file(args.spider, example["db_id"]).is_file())
-
-    def runs(examples: list[dict], limit: int, name: str) -> tuple[list[dict], list]:
-        return running_golds(examples, lambda db_id: database_file(args.spider, db_id), limit=limit, desc=name)
-    train, train_gold_errors = runs(train, data.train_limit, "train gold queries")
-    dev, dev_gold_errors = runs(dev, data.dev_limit, "dev gold queries")
+    dev, dev_missing = partition(dev, lambda example: database_of(example["db_id"]).is_file())
+    train, train_gold_errors = running_golds(train, database_of, limit=data.train_limit, desc="train gold queries")
+    dev, dev_gold_errors = running_golds(dev, database_of, limit=data.dev_limit, desc="dev gold queries")
     train_records = [training_record(*prompt_parts(example)) for example in train]
     dev_records = [dev_record(i, *prompt_parts(example)) for i, example in enumerate(dev)]
 
@@ -101,19 +100,18 @@ def main() -> None:
         "dev_skipped_gold_error": len(dev_gold_errors),
         "train_with_value_hints": sum(1 for r in train_records if HINTS_HEADER in r["prompt"][-1]["content"]),
         "dev_with_value_hints": sum(1 for r in dev_records if HINTS_HEADER in r["prompt"][-1]["content"]),
-        "train_with_evidence": sum(1 for r in train_records if "\nEvidence: " in r["prompt"][-1]["content"]),
-        "dev_with_evidence": sum(1 for r in dev_records if "\nEvidence: " in r["prompt"][-1]["content"]),
+        "train_with_evidence": sum(1 for example in train if evidence(example)),
+        "dev_with_evidence": sum(1 for example in dev if evidence(example)),
     }
     if split_databases is not None:
         counts["dev_split_databases"] = split_databases
     write_json_atomic(args.metrics, counts)
 
     print(f"schema format: {schema_format}{chosen_by}" + (", with value hints" if data.value_hints else "")
-          + (", with evidence" if data.evidence and counts["train_with_evidence"] + counts["dev_with_evidence"]
-             else ""))
+          + (", with evidence" if counts["train_with_evidence"] + counts["dev_with_evidence"] else ""))
     if split_databases is not None:
-        print(f"no dev file: dev is {len(split_databases)} databases split off by data.dev_fraction "
-              f"{data.dev_fraction:g}, data.split_seed {data.split_seed}: {', '.join(split_databases)}")
+        print(f"no dev file: dev is split off by database (data.dev_fraction {data.dev_fraction:g}, "
+              f"data.split_seed {data.split_seed}): {', '.join(split_databases)}")
     print(f"train: {len(train_records)} examples{skipped(train_unknown, 'db_id not in tables.json')}"
           f"{skipped([e for e, _ in train_gold_errors], 'gold query fails on its database')}")
     print(f"dev: {len(dev_records)} questions{skipped(dev_missing, 'database file missing')}"
@@ -121,14 +119,6 @@ def main() -> None:
           f"{skipped([e for e, _ in dev_gold_errors], 'gold query fails on its database')}")
     for line in describe_failures(train_gold_errors + dev_gold_errors):
         print(line)
-
-
-def examples_of(path: Path) -> list[dict]:
-    """A file's questions, each knowing where it came from (to be named if its gold query fails)."""
-    examples = load_examples(path)
-    for number, example in enumerate(examples):
-        example.setdefault("origin", f"{path.name} entry {number}")
-    return examples
 
 
 def partition(examples: list[dict], keep) -> tuple[list[dict], list[dict]]:

@@ -33,6 +33,7 @@ from .sqlite_schema import read_schema
 LAYOUT_FILE = "layout.json"
 SPIDER, OWN, BIRD = "spider", "own", "bird"
 TITLES = {SPIDER: "Spider", OWN: "your own data", BIRD: "BIRD"}
+SOURCE_NAMES = {SPIDER: "a Spider release", OWN: "a folder of your own", BIRD: "BIRD's layout"}
 DATABASE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 _JUNK = ("__MACOSX", ".DS_Store")
 

@@ -285,7 +285,9 @@ def read_json(path: Path):
 
 
 def load_examples(path: Path) -> list[dict]:
-    """Questions of a Spider split (dev.json, train_spider.json): each has db_id, question, query."""
+    """Questions of a Spider split (dev.json, train_spider.json): each has db_id, question, query,
+    and `origin`, where it came from (kept from the source's file where fetch-db wrote one)."""
+    path = Path(path)
     examples = read_json(path)
     if not isinstance(examples, list):
         raise SqloraError(f"{path}: expected a list of questions")
@@ -293,6 +295,7 @@ def load_examples(path: Path) -> list[dict]:
         if not isinstance(example, dict) or not all(
                 isinstance(example.get(key), str) for key in ("db_id", "question", "query")):
             raise SqloraError(f"{path}: entry {i} lacks a db_id, question or query")
+        example.setdefault("origin", f"{path.name} entry {i}")
     return examples
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 from ..core.errors import SqloraError, run_stage
 from ..core.files import write_text_atomic
 from ..core.progress import progress
+from ..data.layouts import BIRD, SOURCE_NAMES
 from ..sql.sandbox import DatabaseCache, Outcome, database_files, is_compile_error
 from ..sql.tokens import tokenize
 from .hardness import NOT_RATED, gold_hardness, hardness
@@ -107,6 +108,15 @@ class Settings:
     # time for all substitutions of one question together; None: the query timeout, at least 1 s
     plug_seconds: float | None = None
     metric: str = SPIDER_METRIC
+
+
+def resolve_metric(metric: str, layout: str) -> tuple[str, str]:
+    """eval.metric with `auto` resolved by the data's layout (sqlora.data.layouts): BIRD's
+    metric for data from BIRD's layout, Spider's for the rest; and what chose it."""
+    if metric in METRICS:
+        return metric, "eval.metric"
+    chosen = BIRD_METRIC if layout == BIRD else SPIDER_METRIC
+    return chosen, f"auto: data from {SOURCE_NAMES[layout]}"
 
 
 def evaluate(
