@@ -10,6 +10,7 @@ file and the line the row starts on. Each question keeps where it came from (`or
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -90,7 +91,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, object]]:
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
     text = _read_text(path)
-    reader = csv.reader(text.splitlines(keepends=True))
+    reader = csv.reader(io.StringIO(text, newline=""))
     header: list[str] | None = None
     end = 0
     try:
