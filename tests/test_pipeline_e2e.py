@@ -19,21 +19,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dvc_project import dvc, dvc_env, git, new_project
+from dvc_project import QUICK, dvc, dvc_env, git, new_project
 from tiny_model import build_tiny_model
 from tiny_spider import build_tiny_spider, zip_tiny_spider
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_STAGES = {"fetch-db", "preprocess", "prepare-model", "quantize-and-train", "predict@base",
               "predict@finetuned", "evaluate"}
-QUICK = {
-    "train": {"max_steps": 4, "batch_size": 4, "max_length": 192, "logging_steps": 1, "save_steps": 2,
-              "warmup_steps": 0, "learning_rate": 5.0e-3,
-              # a random tiny model answers nothing yet; the check has its own tests
-              "check_generations": False},
-    "predict": {"batch_size": 8, "max_new_tokens": 24},
-    "eval": {"workers": 1},
-}
 
 
 def stages_run(output: str) -> set[str]:
@@ -96,7 +88,9 @@ def test_repro_runs_every_stage_and_writes_metrics(pipeline_repo: Path):
     metrics = {path.name: strict_json(path) for path in (pipeline_repo / "metrics").glob("*.json")}
     assert set(metrics) == {"data.json", "train.json", "train_details.json", "predict_base.json",
                             "predict_base_details.json", "predict_finetuned.json", "predict_finetuned_details.json",
-                            "eval.json"}
+                            "eval.json", "eval_details.json"}
+    assert metrics["eval_details.json"]["metric"] == "spider"
+    assert metrics["eval_details.json"]["metric_chosen_by"] == "auto: data from a Spider release"
 
     data = metrics["data.json"]
     assert data["dev_questions"] == 24 and data["dev_skipped_missing_db"] == 2

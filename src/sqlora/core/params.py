@@ -26,6 +26,7 @@ QUANT_BITS = (4, 8, 16)
 QUANT_TYPES = ("nf4", "fp4")
 COMPUTE_DTYPES = ("auto", "bfloat16", "float16", "float32")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+EVAL_METRICS = ("auto", "spider", "bird")  # auto: bird for BIRD's layout, else spider (sqlora.eval.accuracy)
 AUTO = "auto"  # chosen by the stage from what it measures (see sqlora.training, sqlora.schema)
 # `auto` settings differ below and above this many parameters (docs/RESULTS.md, "Models")
 SMALL_MODEL_PARAMETERS = 300e6
@@ -34,12 +35,15 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class DataParams:
-    source: str                  # an http(s) URL of a Spider zip, a local zip or a local folder
+    source: str                  # an http(s) URL of a Spider zip, a local zip or a local folder (sqlora.data.layouts)
     sha256: str                  # of the zip; "" skips the check
     schema_format: str           # auto, or one of SCHEMA_FORMATS
     value_hints: bool
+    evidence: bool               # a question's evidence (BIRD's hint) in its prompt
     train_limit: int             # 0 = all
     dev_limit: int
+    dev_fraction: float          # of the questions, split off by database where the data has no dev file
+    split_seed: int
 
     @classmethod
     def read(cls, s: dict) -> DataParams:
@@ -49,8 +53,11 @@ class DataParams:
         return cls(source=source.strip(), sha256=sha256(s, "data"),
                    schema_format=choice(s, "schema_format", (AUTO, *SCHEMA_FORMATS), "data"),
                    value_hints=boolean(s, "value_hints", "data"),
+                   evidence=boolean(s, "evidence", "data"),
                    train_limit=number(s, "train_limit", "data", minimum=0, integer=True),
-                   dev_limit=number(s, "dev_limit", "data", minimum=0, integer=True))
+                   dev_limit=number(s, "dev_limit", "data", minimum=0, integer=True),
+                   dev_fraction=number(s, "dev_fraction", "data", minimum=0, exclusive_minimum=True, maximum=1),
+                   split_seed=number(s, "split_seed", "data", integer=True))
 
 
 @dataclass(frozen=True)
@@ -177,12 +184,14 @@ class EvalParams:
     timeout: float               # seconds per query
     keep_distinct: bool
     workers: int                 # 0 = all cores
+    metric: str                  # auto, spider (test-suite rules) or bird (sets of rows equal)
 
     @classmethod
     def read(cls, s: dict) -> EvalParams:
         return cls(timeout=number(s, "timeout", "eval", minimum=0, exclusive_minimum=True),
                    keep_distinct=boolean(s, "keep_distinct", "eval"),
-                   workers=number(s, "workers", "eval", minimum=0, integer=True))
+                   workers=number(s, "workers", "eval", minimum=0, integer=True),
+                   metric=choice(s, "metric", EVAL_METRICS, "eval"))
 
 
 class Params:

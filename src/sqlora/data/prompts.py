@@ -51,9 +51,12 @@ _SQL_AT_LINE_START = re.compile(rf"^[ \t]*(?:[A-Za-z ]{{0,20}}:[ \t]*)?\(*(selec
 _LABEL_LINE = re.compile(r"[ \t]*[A-Za-z][A-Za-z ]{0,30}:")
 
 
-def build_prompt(schema_text: str, question: str) -> list[dict]:
-    """System and user messages asking for the SQL that answers question on this schema."""
-    user = f"Database schema:\n{schema_text}\n\nQuestion: {question.strip()}\nSQL:"
+def build_prompt(schema_text: str, question: str, evidence: str = "") -> list[dict]:
+    """System and user messages asking for the SQL that answers question on this schema; the
+    evidence (BIRD's hint, such as "eligible free rate = `Free Meal Count` / `Enrollment`"), when
+    given, comes on a line before the question."""
+    hint = f"Evidence: {' '.join(evidence.split())}\n" if evidence.strip() else ""
+    user = f"Database schema:\n{schema_text}\n\n{hint}Question: {question.strip()}\nSQL:"
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
@@ -109,23 +112,23 @@ def _special_prefix(tokenizer) -> str:
     return ""
 
 
-def training_record(example: dict, schema_text: str) -> dict:
+def training_record(example: dict, schema_text: str, evidence: str = "") -> dict:
     """TRL conversational prompt-completion record for one Spider question."""
     return {
-        "prompt": build_prompt(schema_text, example["question"]),
+        "prompt": build_prompt(schema_text, example["question"], evidence),
         "completion": [{"role": "assistant", "content": clean_sql(example["query"])}],
         "db_id": example["db_id"],
         "question": example["question"],
     }
 
 
-def dev_record(index: int, example: dict, schema_text: str) -> dict:
+def dev_record(index: int, example: dict, schema_text: str, evidence: str = "") -> dict:
     """A question to predict; `gold` is its line in dev_gold.sql (line `index`, 0-based)."""
     return {
         "index": index,
         "db_id": example["db_id"],
         "question": example["question"],
-        "prompt": build_prompt(schema_text, example["question"]),
+        "prompt": build_prompt(schema_text, example["question"], evidence),
         "gold": one_line(example["query"]),
     }
 
