@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from sqlora.core.errors import SqloraError, run_stage
-from sqlora.core.files import replace_dir, staging_area, write_text_atomic
+from sqlora.core.files import replace_dir, staging_area, write_json_atomic, write_text_atomic
 from sqlora.core.params import Params
 from sqlora.eval.accuracy import ALL_LEVELS, EvalResult, evaluate_files, format_table
 
@@ -33,34 +33,42 @@ def metric_name(name: str, mode: str, level: str) -> str:
     return f"{name}_{mode}_{level}"
 
 
-def build_metrics(results: dict[str, dict[str, EvalResult]]) -> dict[str, float | int]:
-    """metrics/eval.json: {name}_{mode}_{level} for each model, delta_{mode}_{level} (the second
-    model minus the first) when there are two, then count_{level}."""
-    metrics: dict[str, float | int] = {}
+def build_scores(results: dict[str, dict[str, EvalResult]]) -> dict[str, float | int]:
+    """Every score: {name}_{mode}_{level} for each model, delta_{mode}_{level} (the second model
+    minus the first) when there are two, then count_{level}."""
+    scores: dict[str, float | int] = {}
     counts: dict[str, int] = {}
     for name, by_mode in results.items():
         for mode, result in by_mode.items():
             for level in ALL_LEVELS:
-                metrics[metric_name(name, mode, level)] = round(result.scores[level]["exec"], 4)
+                scores[metric_name(name, mode, level)] = round(result.scores[level]["exec"], 4)
                 counts[f"count_{level}"] = int(result.scores[level]["count"])
     names = list(results)
     if len(names) == 2:  # e.g. finetuned minus base
         first, second = names
         for mode in MODES:
             for level in ALL_LEVELS:
-                metrics[f"delta_{mode}_{level}"] = round(
-                    metrics[metric_name(second, mode, level)] - metrics[metric_name(first, mode, level)], 4)
-    return {**metrics, **counts}
+                scores[f"delta_{mode}_{level}"] = round(
+                    scores[metric_name(second, mode, level)] - scores[metric_name(first, mode, level)], 4)
+    return {**scores, **counts}
 
 
-def plot_text(metrics: dict, names: list[str]) -> str:
+def split_scores(scores: dict[str, float | int], names: list[str]) -> tuple[dict, dict]:
+    """metrics/eval.json, what experiments are compared by (each model's accuracy over all
+    questions, strict and plug-value), and the details beside it: by hardness, deltas, counts."""
+    metric_keys = [metric_name(name, mode, "all") for name in names for mode in MODES]
+    return ({key: scores[key] for key in metric_keys},
+            {key: value for key, value in scores.items() if key not in metric_keys})
+
+
+def plot_text(scores: dict, names: list[str]) -> str:
     """metrics/accuracy_by_hardness.csv: strict accuracy per model and level (csv's \\r\\n lines)."""
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(["bar", "model", "hardness", "exec"])
     for name in names:
         for level in ALL_LEVELS:
-            writer.writerow([f"{name} {level}", name, level, metrics[metric_name(name, "exec", level)]])
+            writer.writerow([f"{name} {level}", name, level, scores[metric_name(name, "exec", level)]])
     return buffer.getvalue()
 
 
@@ -84,7 +92,8 @@ def main() -> None:
     parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--pred", type=named_path, action="append", required=True,
                         help="NAME=pred.sql, once per model (e.g. base=..., finetuned=...)")
-    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True, help="accuracy over all questions, by model and mode")
+    parser.add_argument("--details", type=Path, required=True, help="accuracy by hardness, deltas and counts")
     parser.add_argument("--plot", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--params", default="params.yaml")
@@ -105,9 +114,9 @@ def main() -> None:
             print(f"\n{name} ({MODE_TITLES[mode]} execution accuracy)")
             print(format_table(result))
 
-    metrics = build_metrics(results)
-    metrics_text = json.dumps(metrics, indent=2) + "\n"
-    plot = plot_text(metrics, list(results))
+    scores = build_scores(results)
+    metrics, details = split_scores(scores, list(results))
+    plot = plot_text(scores, list(results))
     per_question = per_question_text(results)
 
     # everything is judged: publish, each output whole or not at all
@@ -115,8 +124,9 @@ def main() -> None:
         (staging / PER_QUESTION).write_text(per_question, encoding="utf-8", newline="\n")
         replace_dir(staging, args.out)
     write_text_atomic(args.plot, plot)
-    write_text_atomic(args.metrics, metrics_text)
-    print(f"\nwrote {args.metrics}, {args.plot}, {args.out / PER_QUESTION}")
+    write_json_atomic(args.details, details)
+    write_json_atomic(args.metrics, metrics)
+    print(f"\nwrote {args.metrics}, {args.details}, {args.plot}, {args.out / PER_QUESTION}")
 
 
 if __name__ == "__main__":
