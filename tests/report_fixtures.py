@@ -41,11 +41,11 @@ def generation(index: int, sql: str, **extra) -> str:
 
 
 def build_run(folder: Path, run_script, model_sql: dict[str, list[str]] | None = None) -> dict[str, Path]:
-    """folder/{gold.sql, db/, predictions/<name>/{pred.sql,generations.jsonl}, outputs/eval, params.yaml},
+    """folder/{dev_gold.sql, db/, predictions/<name>/{pred.sql,generations.jsonl}, outputs/eval, params.yaml},
     judged by stages/evaluate.py (timeout 0.5 s); returns the paths."""
     folder.mkdir(parents=True, exist_ok=True)
     concert_database(folder / "db")
-    gold = folder / "gold.sql"
+    gold = folder / "dev_gold.sql"
     gold.write_text("".join(f"{g}\tconcert\n" for g, _, _ in QUESTIONS), encoding="utf-8")
     model_sql = model_sql or {"base": [b for _, b, _ in QUESTIONS], "finetuned": [f for _, _, f in QUESTIONS]}
     paths = {"gold": gold, "db": folder / "db", "folder": folder}
