@@ -34,6 +34,7 @@ from sqlora.eval.report import (
     MODE_TITLES,
     MODES,
     OUTCOMES,
+    Facts,
     Question,
     accuracy,
     answers_of,
@@ -188,7 +189,7 @@ def compare(a: Run, b: Run, model: str) -> tuple[list[Question], int]:
     for index, fact in shared.items():  # what B lacks (its gold file, say), A may have
         if not fact.gold or not fact.text:
             other = facts_a[index]
-            shared[index] = type(fact)(fact.db_id, fact.hardness, fact.text or other.text, fact.gold or other.gold)
+            shared[index] = Facts(fact.db_id, fact.hardness, fact.text or other.text, fact.gold or other.gold)
     unshared = len(set(facts_a) | set(facts_b)) - len(shared)
     return join_questions(shared, answers_a, answers_b), unshared
 
