@@ -21,6 +21,13 @@ from pathlib import Path
 LEVELS = ("easy", "medium", "hard", "extra", "all")
 
 
+def read_scores(folder: Path) -> dict:
+    """eval.json with eval_details.json beside it (scores by hardness and counts), where there is one."""
+    details = folder / "eval_details.json"
+    return {**json.loads((folder / "eval.json").read_text()),
+            **(json.loads(details.read_text()) if details.is_file() else {})}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("metrics", type=Path, nargs="?", help="folder with eval.json and train_loss.csv")
@@ -76,7 +83,7 @@ def plot_models(plt, runs: list[tuple[str, Path]], out: Path) -> None:
     figure, (bars_axes, loss_axes) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [3, 2]})
     width = 0.8 / len(runs)
     for n, (label, folder) in enumerate(runs):
-        scores = json.loads((folder / "eval.json").read_text())
+        scores = read_scores(folder)
         values = [scores[f"finetuned_exec_{level}"] for level in LEVELS]
         bars = bars_axes.bar([i + (n - (len(runs) - 1) / 2) * width for i in range(len(LEVELS))], values, width,
                              label=label)
@@ -104,7 +111,7 @@ def plot_seeds(plt, groups: list[tuple[str, list[Path]]], out: Path) -> None:
     figure, axes = plt.subplots(figsize=(7.5, 3.4))
     width = 0.8 / len(groups)
     for n, (label, folders) in enumerate(groups):
-        runs = [json.loads((folder / "eval.json").read_text()) for folder in folders]
+        runs = [read_scores(folder) for folder in folders]
         for i, level in enumerate(LEVELS):
             x = i + (n - (len(groups) - 1) / 2) * width
             values = [run[f"finetuned_exec_{level}"] for run in runs]
@@ -125,7 +132,7 @@ def plot_seeds(plt, groups: list[tuple[str, list[Path]]], out: Path) -> None:
 
 
 def plot_run(plt, metrics: Path, out: Path) -> None:
-    scores = json.loads((metrics / "eval.json").read_text())
+    scores = read_scores(metrics)
     figure, axes = plt.subplots(figsize=(6.4, 3.2))
     width = 0.38
     for shift, model in ((-width / 2, "base"), (width / 2, "finetuned")):

@@ -26,7 +26,7 @@ def tiny_spider_zip(tiny_spider: Path, tmp_path: Path) -> Path:
     return zip_tiny_spider(tiny_spider, tmp_path / "spider_data.zip")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def run_script():
     """run_script("stages/x.py", *args, cwd=...) -> CompletedProcess with text stdout/stderr."""
     def run(script: str, *args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -39,7 +39,7 @@ def test_repro_with_a_base_model_without_chat_template(base_model_repo: Path):
     done = dvc(repo, "repro")
     assert set(re.findall(r"Running stage '([^']+)'", done.stdout)) == {
         "fetch-db", "preprocess", "prepare-model", "quantize-and-train", "predict@base", "predict@finetuned",
-        "evaluate"}
+        "evaluate", "report"}
 
     config = json.loads((repo / "outputs/base_model/config.json").read_text())
     assert config["model_type"] == "gemma3_text"
@@ -64,5 +64,5 @@ def test_repro_with_a_base_model_without_chat_template(base_model_repo: Path):
         assert len(predictions) == questions
         predict = json.loads((repo / f"metrics/predict_{variant}_details.json").read_text())
         assert predict["questions"] == questions
-    scores = json.loads((repo / "metrics/eval.json").read_text())
+    scores = json.loads((repo / "metrics/eval_details.json").read_text())
     assert scores["count_all"] == questions

@@ -395,10 +395,10 @@ def test_the_evaluate_stage_chooses_bird_for_birds_layout(tmp_path, stages, run_
     assert details["hardness_not_rated"] == sum(gold_hardness(g) == NOT_RATED for g in golds) > 0
     scores = json.loads((project / "metrics/eval.json").read_text())
     assert "base_plug_all" not in scores  # BIRD has no plug-value
-    assert scores["count_na"] == details["hardness_not_rated"] and scores["count_all"] == len(golds)
+    assert details["count_na"] == details["hardness_not_rated"] and details["count_all"] == len(golds)
     assert scores["base_exec_all"] == round((len(golds) - 1) / len(golds), 4)
     rows = read_jsonl(project / "outputs/eval/per_question.jsonl")
-    assert [r["hardness"] for r in rows].count(NOT_RATED) == scores["count_na"]
+    assert [r["hardness"] for r in rows].count(NOT_RATED) == details["count_na"]
     assert "n/a" in done.stdout.split("EXECUTION ACCURACY")[0]
     plot = (project / "metrics/plot.csv").read_text()
     assert "base n/a,base,n/a," in plot

@@ -150,15 +150,16 @@ def write_inputs(tmp_path: Path, questions: list[dict], quant=QUANT16, **predict
 def run_main(stage, monkeypatch, work: Path, db_dir: Path) -> tuple[list[str], list[dict], dict]:
     monkeypatch.setattr(sys, "argv", [
         "predict.py", "--model", str(work / "model"), "--base", str(work / "model"),
-        "--dev", str(work / "dev.jsonl"), "--db", str(db_dir), "--out", str(work / "out"),
+        "--dev", str(work / "dev.jsonl"), "--db", str(db_dir), "--out", str(work / "finetuned"),
         "--metrics", str(work / "metrics.json"), "--details", str(work / "details.json"),
         "--params", str(work / "params.yaml")])
     stage.main()
-    pred = (work / "out" / "pred.sql").read_text(encoding="utf-8").splitlines()
+    pred = (work / "finetuned" / "pred.sql").read_text(encoding="utf-8").splitlines()
     generations = [json.loads(line) for line in
-                   (work / "out" / "generations.jsonl").read_text(encoding="utf-8").splitlines()]
-    stats = {**json.loads((work / "metrics.json").read_text()), **json.loads((work / "details.json").read_text())}
-    return pred, generations, stats
+                   (work / "finetuned" / "generations.jsonl").read_text(encoding="utf-8").splitlines()]
+    metrics = json.loads((work / "metrics.json").read_text())
+    assert list(metrics) == ["finetuned_predict_s", "finetuned_predict_peak_mb"]  # named after --out's folder
+    return pred, generations, {**metrics, **json.loads((work / "details.json").read_text())}
 
 
 def test_stage_writes_the_chosen_candidates(stage, db_dir, tmp_path, monkeypatch):
@@ -185,9 +186,10 @@ def test_stage_writes_the_chosen_candidates(stage, db_dir, tmp_path, monkeypatch
     assert [g["generation"] for g in generations] == [c[g["candidate"]] for c, g in zip(candidates, generations)]
     assert [g["sql"] for g in generations] == pred
     assert metrics["not_first_candidate"] == 1 and metrics["questions"] == 3
-    assert metrics["load_s"] == 0.5 and metrics["generate_s"] == 2.0 and metrics["peak_memory_mb"] == 1234.5
-    assert 0.75 <= metrics["ready_s"] <= 0.75 + metrics["stage_s"]  # the shards' 0.75 s, after the stage's own start
-    assert metrics["stage_s"] >= 0 and metrics["empty_predictions"] == 0
+    assert metrics["load_s"] == 0.5 and metrics["generate_s"] == 2.0 and metrics["finetuned_predict_peak_mb"] == 1234.5
+    # the shards' 0.75 s, after the stage's own start
+    assert 0.75 <= metrics["ready_s"] <= 0.75 + metrics["finetuned_predict_s"]
+    assert metrics["finetuned_predict_s"] >= 0 and metrics["empty_predictions"] == 0
 
 
 def test_stage_with_one_candidate_writes_no_candidate_fields(stage, tmp_path, monkeypatch):

@@ -113,6 +113,14 @@ def test_endless_row_streams_stop_at_the_row_cap(database):
     assert database.run(cross, max_rows=10).error == "too many rows"
 
 
+def test_truncate_keeps_the_first_rows_of_a_longer_result(database):
+    endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c"
+    first = database.run(endless, max_rows=3, truncate=True)
+    assert first.ok and first.rows == [(1,), (2,), (3,)] and first.truncated
+    whole = database.run("SELECT count(*) FROM singer", max_rows=3, truncate=True)
+    assert whole.rows == [(6,)] and not whole.truncated
+
+
 @pytest.mark.parametrize(
     "sql",
     ["SELECT randomblob(1e9)", "SELECT zeroblob(1000000000)", "SELECT hex(zeroblob(100000000))"],

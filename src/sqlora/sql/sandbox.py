@@ -111,6 +111,7 @@ class Outcome:
     rows: list[tuple] | None = None
     columns: int = 0
     error: str | None = None
+    truncated: bool = False  # rows holds the first max_rows rows of a longer result (run(truncate=True))
 
     @property
     def ok(self) -> bool:
@@ -258,12 +259,13 @@ class ReadOnlyDatabase:
         max_rows: int = DEFAULT_MAX_ROWS,
         max_bytes: int = DEFAULT_MAX_BYTES,
         expected_columns: int | None = None,
+        truncate: bool = False,
     ) -> Outcome:
         """Run one query within the limits.
 
-        More than max_rows rows gives the error "too many rows"; expected_columns, when given,
-        stops a query with another number of result columns before it fetches anything (error
-        "wrong number of columns").
+        More than max_rows rows gives the error "too many rows", or with truncate the first
+        max_rows rows and ``truncated``; expected_columns, when given, stops a query with another
+        number of result columns before it fetches anything (error "wrong number of columns").
         """
         problem = statement_problem(sql)
         if problem is not None:
@@ -285,6 +287,8 @@ class ReadOnlyDatabase:
                     break
                 rows.extend(batch)
                 if len(rows) > max_rows:
+                    if truncate:
+                        return Outcome(rows=rows[:max_rows], columns=columns, truncated=True)
                     return Outcome(columns=columns, error="too many rows")
                 size += sum(_cell_size(value) for row in batch for value in row)
                 if size > max_bytes:
