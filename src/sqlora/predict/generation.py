@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..core.progress import progress
-from ..data.prompts import chat_end_token_ids, prompt_text
+from ..data.prompts import chat_end_token_ids, prompt_text, sql_complete
 from ..model.devices import free_gpu_memory
 
 
@@ -16,7 +16,7 @@ def generate(model, tokenizer, prompts: list[list[dict]], *, batch_size: int, ma
 
 
 def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_size: int, max_new_tokens: int,
-                        answer_prefix: str = "", num_candidates: int = 1,
+                        answer_prefix: str = "", num_candidates: int = 1, stop_at_sql_end: bool = False,
                         desc: str = "generating", on_first_batch=None) -> list[list[str]]:
     """Completions per chat prompt, in input order: the greedy one, or with `num_candidates` > 1
     the best `num_candidates` of a beam search, best first.
@@ -29,6 +29,11 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_si
     batch holds as many prompts as fit in the tokens that half held (prompt and new tokens, what
     the KV cache is sized by), so the shorter prompts that come later go in larger batches.
 
+    With `stop_at_sql_end`, a sequence also ends where the SQL it holds is final (`sql_complete`:
+    a blank line or a `Label:` line after it), not at `max_new_tokens`: a model that writes on
+    after its SQL then answers in a few tokens. It decodes every sequence at every step: for a
+    few sequences at a time (`sqlora ask`), not for batches of hundreds.
+
     The prompts are tokenized once, up front; `on_first_batch()`, if given, is called when that is
     done, just before the first batch generates.
     """
@@ -37,7 +42,7 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_si
     lengths = [len(ids) for ids in token_ids]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # longest first: memory errors show early
     options = {"max_new_tokens": max_new_tokens, "eos_token_id": sql_end_token_ids(tokenizer),
-               "num_candidates": num_candidates}
+               "num_candidates": num_candidates, "stop_answer": answer_prefix if stop_at_sql_end else None}
     outputs: list[list[str]] = [[] for _ in texts]
     bar = progress(total=len(texts), desc=desc, unit="q")
     most_prompts = max(1, batch_size // num_candidates)
@@ -72,13 +77,15 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_si
 
 
 def _generate_batch(model, tokenizer, token_ids: list[list[int]], *, max_new_tokens: int,
-                    eos_token_id: list[int], num_candidates: int) -> list[list[str]]:
+                    eos_token_id: list[int], num_candidates: int, stop_answer: str | None) -> list[list[str]]:
     import torch
 
     device = next(model.parameters()).device
     encoded = {name: tensor.to(device) for name, tensor in left_padded(token_ids, tokenizer.pad_token_id).items()}
     search = {"num_beams": num_candidates, "num_return_sequences": num_candidates,
               "early_stopping": True} if num_candidates > 1 else {}
+    if stop_answer is not None:
+        search["stopping_criteria"] = sql_end_criterion(tokenizer, encoded["input_ids"].shape[1], stop_answer)
     with torch.inference_mode():
         generated = model.generate(
             **encoded, do_sample=False, max_new_tokens=max_new_tokens, use_cache=True,
@@ -91,6 +98,21 @@ def _generate_batch(model, tokenizer, token_ids: list[list[int]], *, max_new_tok
         )
     decoded = tokenizer.batch_decode(generated[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
     return [decoded[i:i + num_candidates] for i in range(0, len(decoded), num_candidates)]
+
+
+def sql_end_criterion(tokenizer, prompt_length: int, answer_prefix: str):
+    """A stopping criterion that ends each sequence whose SQL is final (`sql_complete`); in beam
+    search a beam that ends so is a finished candidate, as one that meets an end token."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class SqlEnd(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            texts = tokenizer.batch_decode(input_ids[:, prompt_length:], skip_special_tokens=True)
+            return torch.tensor([sql_complete(answer_prefix + text) for text in texts], dtype=torch.bool,
+                                device=input_ids.device)
+
+    return StoppingCriteriaList([SqlEnd()])
 
 
 def left_padded(token_ids: list[list[int]], pad_token_id: int) -> dict:
