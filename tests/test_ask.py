@@ -45,7 +45,7 @@ def make_shop(path: Path, journal_mode: str = "delete", script: str = SHOP) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(path)
     connection.execute(f"PRAGMA journal_mode = {journal_mode}")
-    connection.executescript(script)
+    connection.executescript(f"BEGIN; {script}; COMMIT;")
     connection.commit()
     connection.close()
     return path
@@ -344,8 +344,8 @@ def test_lock_problems_and_unread_wal(tmp_path):
         holder.close()
     # a copy taken in the middle of a write that spilled into the file: with its journal and no
     # lock, the journal is hot
-    big = make_shop(tmp_path / "big.sqlite", script="CREATE TABLE t (a TEXT);" + "".join(
-        f"INSERT INTO t VALUES ('{i:050d}');" for i in range(2000)))
+    big = make_shop(tmp_path / "big.sqlite", script="CREATE TABLE t (a TEXT); WITH RECURSIVE n(i) AS (SELECT 1 "
+                    "UNION ALL SELECT i + 1 FROM n WHERE i < 2000) INSERT INTO t SELECT printf('%050d', i) FROM n")
     writer = sqlite3.connect(big, isolation_level=None)
     writer.execute("PRAGMA cache_size = 1")
     writer.execute("BEGIN EXCLUSIVE")
