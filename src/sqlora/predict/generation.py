@@ -80,7 +80,7 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_si
 
 
 def _generate_batch(model, tokenizer, token_ids: list[list[int]], *, max_new_tokens: int,
-                    eos_token_id: list[int], num_candidates: int, stop_answer: str | None) -> list[list[str]]:
+                    eos_token_id: list[int], num_candidates: int, stop_answer: str | None = None) -> list[list[str]]:
     import torch
 
     device = next(model.parameters()).device
