@@ -225,6 +225,17 @@ def test_each_kind_of_model_is_loaded_its_own_way(work):
         ask.choose_model("data/nothing", None, settings)  # data/ is a local folder: no hub id
 
 
+def test_an_adapter_s_recorded_base_is_found_from_its_project_folder(work):
+    project = work / "project"
+    for folder in ("outputs/adapter", "outputs/base_model"):
+        (project / folder).mkdir(parents=True)
+    (project / "outputs" / "adapter" / "adapter_config.json").write_text("{}")
+    (project / "outputs" / "adapter" / ADAPTER_RECORD).write_text('{"base": "outputs/base_model"}')
+    (project / "outputs" / "base_model" / "config.json").write_text("{}")
+    chosen = ask.choose_model("project/outputs/adapter", None, ask.read_settings(Path("params.yaml")))
+    assert chosen.base.resolve() == (project / "outputs" / "base_model").resolve()
+
+
 def test_questions_are_asked_one_after_another_until_the_input_ends(work, capsys, monkeypatch):
     stub(monkeypatch, [["SELECT count(*) FROM customer"], "Ctrl-C", ["SELECT count(*) FROM orders"]])
     typed = "How many customers?\n\n   \nStop that.\nHow many orders?\n"

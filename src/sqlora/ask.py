@@ -189,7 +189,10 @@ def choose_model(name: str | None, base: Path | None, settings: Settings) -> Mod
         if base is not None:
             named = "--base"
         elif isinstance(recorded_base, str):
-            base, named = Path(recorded_base), f"its training record, {ADAPTER_RECORD}"
+            # training ran from the project folder: a relative base is found from here or above the adapter
+            tried = [Path(recorded_base)] + [folder / recorded_base for folder in path.resolve().parents[:3]]
+            base = next((b for b in tried if (b / "config.json").is_file()), tried[0])
+            named = f"its training record, {ADAPTER_RECORD}"
         else:
             base, named = BASE, "the default"
         if not (base / "config.json").is_file():
