@@ -1,15 +1,17 @@
 """export: merge the LoRA adapter into the dequantized base and save one plain transformers
-model (safetensors + tokenizer) that loads without PEFT or bitsandbytes."""
+model (safetensors + tokenizer) that loads without PEFT or bitsandbytes, with the adapter's
+training record (how its prompts were made, which `sqlora ask` reads back)."""
 
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 from sqlora.core.errors import SqloraError, run_stage
 from sqlora.core.files import replace_dir, staging_area
 from sqlora.core.params import Params
-from sqlora.model.loading import is_adapter, load_tokenizer, merged_model, tokenizer_dir
+from sqlora.model.loading import ADAPTER_RECORD, is_adapter, load_tokenizer, merged_model, tokenizer_dir
 
 
 def main() -> None:
@@ -31,6 +33,8 @@ def main() -> None:
         merged = staging / args.out.name
         model.save_pretrained(merged)
         tokenizer.save_pretrained(merged)
+        if (args.adapter / ADAPTER_RECORD).is_file():
+            shutil.copyfile(args.adapter / ADAPTER_RECORD, merged / ADAPTER_RECORD)
         replace_dir(merged, args.out)
     print(f"wrote {args.out}: load it with AutoModelForCausalLM.from_pretrained({str(args.out)!r})")
 

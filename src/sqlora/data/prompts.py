@@ -51,13 +51,14 @@ _SQL_AT_LINE_START = re.compile(rf"^[ \t]*(?:[A-Za-z ]{{0,20}}:[ \t]*)?\(*(selec
 _LABEL_LINE = re.compile(r"[ \t]*[A-Za-z][A-Za-z ]{0,30}:")
 
 
-def build_prompt(schema_text: str, question: str, evidence: str = "") -> list[dict]:
+def build_prompt(schema_text: str, question: str, evidence: str = "",
+                 system_prompt: str = SYSTEM_PROMPT) -> list[dict]:
     """System and user messages asking for the SQL that answers question on this schema; the
     evidence (BIRD's hint, such as "eligible free rate = `Free Meal Count` / `Enrollment`"), when
     given, comes on a line before the question."""
     hint = f"Evidence: {' '.join(evidence.split())}\n" if evidence.strip() else ""
     user = f"Database schema:\n{schema_text}\n\n{hint}Question: {question.strip()}\nSQL:"
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": user}]
 
 
 def has_chat_template(tokenizer) -> bool:
@@ -148,6 +149,26 @@ def extract_sql(generation: str) -> str:
     if start is None:
         return ""
     return clean_sql(_first_statement(text[start:]))
+
+
+# texts that could follow a generation; what extract_sql takes from it is final when none changes it
+_CONTINUATIONS = ("x", " x", "\nx", "\n\nSELECT x")
+# where a statement may end (see _first_statement); a generation without one is not final
+_MAY_END = re.compile(r";|```|\n[ \t]*(?:\n|[A-Za-z][A-Za-z ]{0,30}:)")
+
+
+def sql_complete(generation: str) -> bool:
+    """Whether the SQL that `extract_sql` takes from a generation so far is final: it ends at a
+    ';', a blank line, a `Label:` line or a closed ``` block, so more text would not change it.
+    Generating can stop there instead of running on to its token limit, as a model that writes
+    prose after its SQL (a base model) does. A later ``` block holding other SQL is the one thing
+    such a stop leaves out; an unfinished `<think>` block is never final."""
+    if "<think>" in generation and "</think>" not in generation:
+        return False
+    if not _MAY_END.search(generation) and not any(token in generation for token in END_TOKENS):
+        return False  # the common case, decided without parsing
+    sql = extract_sql(generation)
+    return bool(sql) and all(extract_sql(generation + more) == sql for more in _CONTINUATIONS)
 
 
 def clean_sql(sql: str) -> str:

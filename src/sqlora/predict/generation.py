@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..core.progress import progress
-from ..data.prompts import chat_end_token_ids, prompt_text
+from ..data.prompts import chat_end_token_ids, prompt_text, sql_complete
 from ..model.devices import free_gpu_memory, gpu_bytes_free, gpu_peak, watch_gpu_peak
 from .batching import BatchShape, BatchSizer, model_sizes, prompt_bytes
+
+# `stop_early`: a sequence whose last LOOP_WINDOW tokens repeat a piece of at most LOOP_PERIOD ends
+LOOP_WINDOW, LOOP_PERIOD = 32, 16
 
 
 def generate(model, tokenizer, prompts: list[list[dict]], *, batch_size: int, max_new_tokens: int,
@@ -29,7 +32,7 @@ class BatchReport(NamedTuple):
 
 
 def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_size: int, max_new_tokens: int,
-                        answer_prefix: str = "", num_candidates: int = 1,
+                        answer_prefix: str = "", num_candidates: int = 1, stop_early: bool = False,
                         desc: str = "generating", on_first_batch=None, on_batch=None,
                         free_bytes: int | None = None, plan_memory: bool = True, cache_per_batch: bool = True,
                         prefill_chunk_tokens: int | None = None) -> list[list[str]]:
@@ -50,6 +53,11 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_si
     of GPU memory is retried with half as many prompts, and no later batch takes more bytes.
     `prefill_chunk_tokens` feeds the prompts to the model that many tokens at a time.
 
+    With `stop_early`, a sequence also ends where the SQL it holds is final, or where it repeats
+    itself (`early_stops`), not at `max_new_tokens`: a model that writes on after its SQL, or
+    loops, then answers in fewer tokens. It decodes every sequence at every step: for a few
+    sequences at a time (`sqlora ask`), not for batches of hundreds.
+
     The prompts are tokenized once, up front; `on_first_batch()`, if given, is called when that is
     done, just before the first batch generates; `on_batch(BatchReport)` after each batch. On a
     GPU, torch's peak memory statistics are reset before each batch, to measure it.
@@ -60,7 +68,7 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_si
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # longest first: memory errors show early
     ends = sql_end_token_ids(tokenizer)
     options = {"max_new_tokens": max_new_tokens, "eos_token_id": ends, "num_candidates": num_candidates,
-               "prefill_chunk_tokens": prefill_chunk_tokens}
+               "prefill_chunk_tokens": prefill_chunk_tokens, "stop_answer": answer_prefix if stop_early else None}
     device = next(model.parameters()).device
     sizer = BatchSizer(batch_size // num_candidates, model_sizes(model))
     outputs: list[list[str]] = [[] for _ in texts]
@@ -109,7 +117,7 @@ def generate_candidates(model, tokenizer, prompts: list[list[dict]], *, batch_si
 
 def _generate_batch(model, tokenizer, token_ids: list[list[int]], *, max_new_tokens: int,
                     eos_token_id: list[int], num_candidates: int, cache_tokens: int | None = None,
-                    prefill_chunk_tokens: int | None = None) -> list[list[str]]:
+                    prefill_chunk_tokens: int | None = None, stop_answer: str | None = None) -> list[list[str]]:
     """`cache_tokens`: a static KV cache of that length, made here; None: the one transformers
     makes for `cache_implementation="static"`."""
     import torch
@@ -125,6 +133,8 @@ def _generate_batch(model, tokenizer, token_ids: list[list[int]], *, max_new_tok
         cache_argument(): static_cache(model, cache_tokens), "cache_implementation": None}
     if prefill_chunk_tokens:
         search["prefill_chunk_size"] = prefill_chunk_tokens
+    if stop_answer is not None:
+        search["stopping_criteria"] = early_stops(tokenizer, encoded["input_ids"].shape[1], stop_answer)
     with torch.inference_mode():
         generated = model.generate(
             **encoded, do_sample=False, max_new_tokens=max_new_tokens, use_cache=True,
@@ -150,6 +160,75 @@ def cache_argument() -> str:
     except ImportError:
         return "past_key_values"
     return ALL_CACHE_NAMES[0]
+
+
+def left_padded(token_ids: list[list[int]], pad_token_id: int) -> dict:
+    """`input_ids` and `attention_mask` of one batch, padded on the left (as the tokenizer pads
+    with `padding_side="left"`), so that every prompt's last token sits where generation starts."""
+    import torch
+
+    longest = max(len(ids) for ids in token_ids)
+    input_ids = torch.full((len(token_ids), longest), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(token_ids), longest), dtype=torch.long)
+    for row, ids in enumerate(token_ids):
+        if ids:
+            input_ids[row, -len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, -len(ids):] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def sql_end_token_ids(tokenizer) -> list[int]:
+    """Token ids that end an answer: the chat's end tokens, and every token holding ';' (the SQL
+    ends inside it; `extract_sql` cuts there). Matching the stop string ';' instead made generation
+    9-10% slower (benchmarks/bench_generate.py: `greedy` against `greedy-semicolon-eos`, H200)."""
+    semicolons = {i for token, i in tokenizer.get_vocab().items() if ";" in token}
+    return sorted(set(chat_end_token_ids(tokenizer)) | semicolons)
+
+
+def out_of_memory_errors() -> tuple[type[BaseException], ...]:
+    import torch
+
+    return (torch.cuda.OutOfMemoryError, MemoryError)
+
+
+def degenerate_reason(generations: list[str]) -> str | None:
+    """Why a set of generations shows a broken model (all empty, or one token repeated), else None."""
+    stripped = [g.strip() for g in generations]
+    if stripped and all(not g for g in stripped):
+        return "every generation was empty"
+    for g in stripped:
+        words = g.split()
+        if len(words) >= 8 and len(set(words)) == 1:
+            return f"a generation repeats one token: {g[:60]!r}"
+    return None
+
+
+def early_stops(tokenizer, prompt_length: int, answer_prefix: str):
+    """The stopping criteria of `stop_early`: a sequence ends where its SQL is final
+    (`sql_complete`: a blank line or a `Label:` line after it), or where its last LOOP_WINDOW
+    tokens repeat a piece of at most LOOP_PERIOD tokens (`a, a, a, ...`: more of it could not make
+    the SQL right). In beam search a beam that ends so is a finished candidate, as one that meets
+    an end token."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class SqlEnd(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            texts = tokenizer.batch_decode(input_ids[:, prompt_length:], skip_special_tokens=True)
+            return torch.tensor([sql_complete(answer_prefix + text) for text in texts], dtype=torch.bool,
+                                device=input_ids.device)
+
+    class Loop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            span = LOOP_WINDOW + LOOP_PERIOD
+            if input_ids.shape[1] - prompt_length < span:
+                return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            tail = input_ids[:, -span:]
+            latest = tail[:, None, LOOP_PERIOD:]
+            earlier = tail.unfold(1, LOOP_WINDOW, 1)[:, :LOOP_PERIOD]  # the windows 1 to LOOP_PERIOD tokens back
+            return (earlier == latest).all(dim=-1).any(dim=-1)
+
+    return StoppingCriteriaList([SqlEnd(), Loop()])
 
 
 def left_padded(token_ids: list[list[int]], pad_token_id: int) -> dict:
