@@ -1,9 +1,9 @@
-"""Draw the README's figures from a run's metrics: the training loss curve and execution
+"""Draw RESULTS.md's figures from a run's metrics: the training loss curve and execution
 accuracy by hardness for the base and fine-tuned models.
 
-    python benchmarks/plot_results.py docs/results/h200x2-2026-11-28/default --out docs/figures
-    python benchmarks/plot_results.py --sweep docs/results/h200x2-2026-11-28 --out docs/figures
-    python benchmarks/plot_results.py --models "SmolLM2 5.5 GiB=docs/results/h200-2026-11-29-sizes/smollm2_5.5gib" ...
+    python benchmarks/plot_results.py metrics --out docs/figures
+    python benchmarks/plot_results.py --sweep results --out docs/figures
+    python benchmarks/plot_results.py --models "SmolLM2=results/s-bf16-1" "Qwen2.5-Coder=results/q-bf16-1" ...
     python benchmarks/plot_results.py --seeds "defaults=docs/results/h200x2-2026-11-30-seeds/smollm2_defaults_seed*" ...
 (--sweep: one bar per experiment folder, its fine-tuned strict score on all questions;
  --models: runs side by side, fine-tuned strict score by hardness and the loss curves, in models.png;

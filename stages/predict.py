@@ -5,7 +5,7 @@ that runs without error on the question's database is kept (execution-guided dec
 predict.repair_columns, where none runs and returns rows, the names SQLite reports missing are
 repaired: a column taken from the wrong table of a join is pointed at the one table that has it,
 a misspelt table or column becomes the database's name it most resembles, and a column of a
-table the query lacks joins that table in through its foreign key (sqlexec.repair_names)."""
+table the query lacks joins that table in through its foreign key (predict/choose.py, repair_names)."""
 
 from __future__ import annotations
 

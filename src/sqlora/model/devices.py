@@ -62,7 +62,7 @@ def describe_device() -> str:
                else f"it was built for CUDA {torch.version.cuda}, which this driver may not support")
         return (f"warning: an NVIDIA GPU is present ({gpu}) but torch {torch.__version__} cannot use it "
                 f"({why}); this stage runs on the CPU, many times slower. Install a CUDA build of torch "
-                "(README, 'Set up')")
+                "(docs/INSTALL.md)")
     return f"device: CPU (no CUDA GPU), torch {torch.__version__}"
 
 
