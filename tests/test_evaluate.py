@@ -28,6 +28,9 @@ from sqlora.eval.plugvalue import PlugSearch, gold_values
 from sqlora.sql.sandbox import ReadOnlyDatabase
 from sqlora.sql.tokens import tokenize
 
+# a query that does not stop at its timeout fails its test in seconds
+pytestmark = pytest.mark.timeout(20)
+
 
 @pytest.fixture
 def db_dir(tmp_path: Path) -> Path:

@@ -241,6 +241,7 @@ def test_load_for_inference_base_adapter_and_merged(tiny_models, tmp_path):
     assert answers["merged16"] == answers["adapter16"] and answers["merged4"] == answers["adapter4"]
 
 
+@pytest.mark.timeout(300)
 def test_questions_spread_over_devices_come_back_in_order(tiny_models):
     """One process per device (here two CPU processes stand in for two GPUs)."""
     options = {"batch_size": 4, "max_new_tokens": 6, "answer_prefix": "SELECT", "num_candidates": 2}

@@ -25,6 +25,8 @@ from sqlora.sql.sandbox import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+# a query that does not stop at its timeout fails its test in seconds
+pytestmark = pytest.mark.timeout(20)
 
 
 @pytest.fixture
@@ -536,6 +538,8 @@ def misspelt(tmp_path):
     ("destinationairport", ["SourceAirport", "DestAirport"], "DestAirport"),  # most letters in common
     ("xyz", ["PetID", "PetType"], None),                                    # nothing alike
     ("home_town_", ["home_town", "hometown"], None),                        # two alike
+    ("cars", ["car", "cars_data"], "car"),                  # a plural beats a name that contains it
+    ("age", ["page_numbers", "title"], None),               # under 4 letters, inside a name is not alike
     ("", ["a"], None),
 ])
 def test_similar_name(name, options, expected):
