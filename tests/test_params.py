@@ -342,6 +342,12 @@ MODEL_BAD = [(ModelParams, MODEL, *case) for case in [
 ]]
 
 
+def test_the_launcher_is_read_as_written_and_python_by_default():
+    launcher = "accelerate launch --num_processes 2"
+    assert TrainParams.read({**TRAIN, "launcher": launcher}).launcher == launcher
+    assert TrainParams.read(TRAIN).launcher == "python"
+
+
 def test_auto_is_taken_where_the_stage_measures():
     train = TrainParams.read({**TRAIN, "epochs": "auto", "learning_rate": "auto", "gradient_checkpointing": "auto"})
     assert (train.epochs, train.learning_rate, train.gradient_checkpointing) == ("auto", "auto", "auto")
