@@ -390,6 +390,31 @@ def test_after_running_out_of_memory_shorter_prompts_go_in_larger_batches(tiny_m
     assert len(sizes) < 2 + len(prompts)
 
 
+def test_after_running_out_of_memory_batches_stay_within_batch_size(tiny_models, monkeypatch):
+    """Memory for one long prompt holds many short ones, but never more than batch_size at once."""
+    model, tokenizer = load(tiny_models["qwen2"])
+    prompts = [build_prompt(SCHEMA, "How many singers?" + " Really." * 400)]
+    prompts += [build_prompt(SCHEMA, f"How many singers are {n}?") for n in range(11)]
+    new_tokens = 2
+    texts = [prompt_text(tokenizer, p) + "SELECT" for p in prompts]
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    memory = max(lengths) + new_tokens  # one long prompt fits
+    assert memory // (max(lengths[1:]) + new_tokens) > 4  # and more than batch_size short ones
+    original, sizes = model.generate, []
+
+    def generate_within_memory(*args, **kwargs):
+        ids = kwargs["input_ids"]
+        sizes.append(ids.shape[0])
+        if ids.shape[0] * (ids.shape[1] + new_tokens) > memory:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", generate_within_memory)
+    got = generate_candidates(model, tokenizer, prompts, batch_size=4, max_new_tokens=new_tokens,
+                              answer_prefix="SELECT")
+    assert len(got) == 12 and sizes == [4, 2, 1, 4, 4, 3]
+
+
 def test_out_of_memory_with_candidates(tiny_models, monkeypatch):
     model, tokenizer = load(tiny_models["qwen2"])
     options = {"max_new_tokens": 4, "answer_prefix": "SELECT", "num_candidates": 2}

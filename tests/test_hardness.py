@@ -120,6 +120,7 @@ CASES = [
     # DISTINCT before an aggregate; names that are aggregates' names but no calls
     ("SELECT DISTINCT max(age), min(age) FROM singer", 0, 0, 2, "medium"),
     ("SELECT max, min FROM stats", 0, 0, 1, "medium"),
+    ("SELECT max AS top, min AS bottom FROM stats", 0, 0, 1, "medium"),
     # a NOT inside the nested query does not make the outer condition negated
     ("SELECT count(*) FROM a WHERE id IN (SELECT id FROM b WHERE x NOT IN (SELECT x FROM c))", 1, 1, 0, "hard"),
 ]

@@ -147,6 +147,21 @@ def test_giant_values_are_refused(database, sql):
     assert database.run(sql).error in ("value too large", "out of memory", "result too large")
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Connection.setlimit is Python 3.11+")
+def test_one_value_is_capped_below_the_heap_limit(database):
+    # 20 MB: more than the 16 MB a value may take, well under the heap limit and the result cap
+    assert database.run("SELECT length(zeroblob(20000000))").error == "value too large"
+    assert database.run("SELECT length(zeroblob(10000000))").rows == [(10_000_000,)]
+
+
+def test_temporary_data_stays_in_memory_under_the_heap_limit(database):
+    connection = database._connection
+    connection.set_authorizer(lambda *_: sqlite3.SQLITE_OK)  # these pragmas are the test's, not a model's
+    assert connection.execute("PRAGMA temp_store").fetchone() == (2,)  # MEMORY
+    assert connection.execute("PRAGMA hard_heap_limit").fetchone()[0] <= sandbox.HEAP_LIMIT_BYTES
+    assert connection.execute("PRAGMA query_only").fetchone() == (1,)
+
+
 def test_huge_sorts_hit_the_heap_limit_in_memory(db_dir, database):
     # 2000 rows of 1 MB to sort: more than SQLite's heap limit, and no temporary file on disk
     sql = "SELECT n, zeroblob(1000000) FROM numbers ORDER BY random()"
