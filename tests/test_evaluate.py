@@ -351,6 +351,14 @@ FIRST_GUESSES = [
     ("SELECT a FROM t WHERE b = 'x' AND c = 7", "SELECT a FROM t WHERE b = 8", "SELECT a FROM t WHERE b = 7"),
     ("SELECT a FROM t WHERE b = 'p' AND c = 'q'", "SELECT a FROM t WHERE b = 'zz' AND c = 'yy'",
      "SELECT a FROM t WHERE b = 'p' AND c = 'q'"),
+    # the same text before the same value otherwise written
+    ("SELECT a FROM t WHERE b = \"France\" OR c = 'France' AND d = 4", "SELECT a FROM t WHERE c = 'France' AND d = 3",
+     "SELECT a FROM t WHERE c = 'France' AND d = 4"),
+    # a number the gold writes as a string ('2010' for 2010) before another number
+    ("SELECT a FROM t WHERE b = '3' AND c = 30", "SELECT a FROM t WHERE b = 3", "SELECT a FROM t WHERE b = '3'"),
+    # a string before a number, even for the sixth string of the prediction
+    ("SELECT a FROM t WHERE b = 'a' AND c = 7", "SELECT a FROM t WHERE b IN ('p', 'q', 'r', 's', 'u', 'v')",
+     "SELECT a FROM t WHERE b IN ('a', 'a', 'a', 'a', 'a', 'a')"),
 ]
 
 
