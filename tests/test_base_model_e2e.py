@@ -16,6 +16,8 @@ from tiny_model import build_tiny_base_model
 from tiny_spider import build_tiny_spider
 
 ROOT = Path(__file__).resolve().parents[1]
+# trains and runs DVC stages: minutes on a slow CI, more than the default per-test timeout
+pytestmark = pytest.mark.timeout(900)
 QUICK = {
     "train": {"max_steps": 3, "batch_size": 4, "max_length": 192, "logging_steps": 1, "save_steps": 50,
               "warmup_steps": 0, "learning_rate": 5.0e-3,

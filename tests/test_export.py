@@ -38,6 +38,7 @@ def base_and_adapter(tmp_path_factory):
     return work, base, adapter
 
 
+@pytest.mark.timeout(300)
 def test_export_writes_a_plain_model_equal_to_base_plus_adapter(base_and_adapter, run_script):
     from transformers import AutoModelForCausalLM
 

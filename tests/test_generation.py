@@ -241,6 +241,7 @@ def test_load_for_inference_base_adapter_and_merged(tiny_models, tmp_path):
     assert answers["merged16"] == answers["adapter16"] and answers["merged4"] == answers["adapter4"]
 
 
+@pytest.mark.timeout(300)
 def test_questions_spread_over_devices_come_back_in_order(tiny_models):
     """One process per device (here two CPU processes stand in for two GPUs)."""
     options = {"batch_size": 4, "max_new_tokens": 6, "answer_prefix": "SELECT", "num_candidates": 2}
@@ -365,6 +366,31 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_order(tiny_models, monkeyp
     assert sum(size for size, r in zip(sizes, reports) if not r.out_of_memory) == len(PROMPTS)
     # no later batch takes more estimated bytes than the one prompt that ran
     assert all(r.estimated_bytes <= reports[2].estimated_bytes for r in reports[3:])
+
+
+def test_after_running_out_of_memory_batches_stay_within_batch_size(tiny_models, monkeypatch):
+    """Memory for one long prompt holds many short ones, but never more than batch_size at once."""
+    model, tokenizer = load(tiny_models["qwen2"])
+    prompts = [build_prompt(SCHEMA, "How many singers?" + " Really." * 400)]
+    prompts += [build_prompt(SCHEMA, f"How many singers are {n}?") for n in range(11)]
+    new_tokens = 2
+    texts = [prompt_text(tokenizer, p) + "SELECT" for p in prompts]
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    memory = max(lengths) + new_tokens  # one long prompt fits
+    assert memory // (max(lengths[1:]) + new_tokens) > 4  # and more than batch_size short ones
+    original, sizes = model.generate, []
+
+    def generate_within_memory(*args, **kwargs):
+        ids = kwargs["input_ids"]
+        sizes.append(ids.shape[0])
+        if ids.shape[0] * (ids.shape[1] + new_tokens) > memory:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", generate_within_memory)
+    got = generate_candidates(model, tokenizer, prompts, batch_size=4, max_new_tokens=new_tokens,
+                              answer_prefix="SELECT")
+    assert len(got) == 12 and sizes == [4, 2, 1, 4, 4, 3]
 
 
 def test_out_of_memory_with_candidates(tiny_models, monkeypatch):

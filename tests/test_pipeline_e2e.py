@@ -24,6 +24,8 @@ from tiny_model import build_tiny_model
 from tiny_spider import build_tiny_spider, zip_tiny_spider
 
 ROOT = Path(__file__).resolve().parents[1]
+# trains and runs DVC stages: minutes on a slow CI, more than the default per-test timeout
+pytestmark = pytest.mark.timeout(900)
 ALL_STAGES = {"fetch-db", "preprocess", "prepare-model", "quantize-and-train", "predict@base",
               "predict@finetuned", "evaluate", "report"}
 
