@@ -13,7 +13,7 @@ from tiny_model import build_tiny_model
 from tiny_owndata import BIRD_DEV, FAILING_GOLD, OWN_QUESTIONS, build_own_data, build_tiny_bird, snapshot
 
 ALL_STAGES = {"fetch-db", "preprocess", "prepare-model", "quantize-and-train", "predict@base",
-              "predict@finetuned", "evaluate"}
+              "predict@finetuned", "evaluate", "report"}
 
 
 def repro(tmp_path: Path, source: Path) -> tuple[Path, str]:
@@ -77,4 +77,6 @@ def test_repro_on_birds_layout(tmp_path):
     assert details["count_all"] == len(rows) == len(BIRD_DEV)
     assert details["count_na"] == details["hardness_not_rated"] == sum(row["hardness"] == "n/a" for row in rows) > 0
     assert 0 <= details["finetuned_exec_na"] <= 1 and "delta_exec_na" in details
+    page = (repo / "outputs/report/index.html").read_text(encoding="utf-8")
+    assert page.count('<section class="q"') == len(BIRD_DEV)
     assert snapshot(source) == before

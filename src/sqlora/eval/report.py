@@ -140,8 +140,9 @@ def answers_of(per_question: Sequence[dict], generations: Sequence[dict] | None,
         record = records.get(row["index"], {})
         answers[row["index"]] = Answer(
             sql=record.get("sql", ""),
-            verdicts=tuple(int(row[f"{name}_{mode}"]) for mode in MODES),
-            errors=tuple(row.get(f"{name}_{mode}_error") for mode in MODES),
+            # BIRD's metric has no plug-value: its strict verdict stands for both
+            verdicts=tuple(int(row.get(f"{name}_{mode}", row[f"{name}_exec"])) for mode in MODES),
+            errors=tuple(row.get(f"{name}_{mode}_error", row.get(f"{name}_exec_error")) for mode in MODES),
             note=candidate_note(record))
     return answers
 
