@@ -371,6 +371,9 @@ def tokenizer_fields(tokenizer, folders: list[Path], vocab_size: int, arch: str)
         fields = sentencepiece_fields(spm, tokenizer, vocab_size)
         if arch == "gemma3":
             fields.append(Field("tokenizer.ggml.add_space_prefix", False, V.BOOL))
+    elif sentencepiece_style(tokenizer):
+        raise SqloraError("the tokenizer is a SentencePiece one: llama.cpp needs its tokenizer.model, which is in "
+                          f"none of {', '.join(map(str, folders))} (copy the model's tokenizer.model into the base)")
     else:
         fields = bpe_fields(tokenizer, folders, vocab_size)
     for kind in ("bos", "eos", "unk", "pad"):
@@ -414,6 +417,13 @@ def bpe_fields(tokenizer, folders: list[Path], vocab_size: int) -> list[Field]:
             Field("tokenizer.ggml.tokens", tokens, V.ARRAY, V.STRING),
             Field("tokenizer.ggml.token_type", [int(t) for t in types], V.ARRAY, V.INT32),
             Field("tokenizer.ggml.merges", merges, V.ARRAY, V.STRING)]
+
+
+def sentencepiece_style(tokenizer) -> bool:
+    """Whether the tokenizer is SentencePiece's, converted (BPE over text with a byte fallback),
+    rather than byte-level BPE."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return backend is not None and bool(json.loads(backend.to_str()).get("model", {}).get("byte_fallback"))
 
 
 def pre_tokenizer_name(tokenizer) -> str:
@@ -582,8 +592,19 @@ def field_value(layout: Layout, key: str):
 
 
 def tokenizer_folders(adapter_dir: Path, base_dir: Path) -> list[Path]:
-    """Where the tokenizer's files are: the adapter's copy first, then the base's."""
-    return [Path(folder) for folder in (adapter_dir, base_dir) if Path(folder).is_dir()]
+    """Where the tokenizer's files are: the adapter's copy, the base's, then the folder or hub
+    download the base was prepared from (transformers saves no tokenizer.model of its own)."""
+    folders = [Path(adapter_dir), Path(base_dir)]
+    source = model_facts(base_dir).get("source") or {}
+    if source.get("kind") == "folder":
+        folders.append(Path(source["location"]))
+    elif source.get("kind") == "hub":
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source["location"], "tokenizer.model")
+        if isinstance(cached, str):
+            folders.append(Path(cached).parent)
+    return [folder for folder in dict.fromkeys(folders) if folder.is_dir()]
 
 
 def base_name(base_dir: Path) -> str:
