@@ -1,4 +1,4 @@
-"""Time sqlora.evaluate on the real Spider dev set with generated predictions.
+"""Time sqlora.eval on the real Spider dev set with generated predictions.
 
     python benchmarks/bench_evaluate.py [--zip spider_data.zip] [--workers N] [--measure-cap]
 

@@ -6,10 +6,10 @@ Run after `dvc repro` (or after the stages up to training):
     python benchmarks/bench_generate.py --settings greedy,beam4 --questions 512
 Prints one row per setting: seconds, decode steps, ms per step and new tokens. Each setting's
 candidates land in OUT/<setting>.jsonl, for `rescore_candidates.py` (accuracy, on CPU).
-`greedy` and `beam4` are the predict stage before it ended answers on tokens (a stop string,
-512 prompts a batch); `beam2-semicolon-eos` is the stage's default now (2 candidates, 1024
-sequences a batch), and `greedy-semicolon-eos` its greedy path. `*-fused-norm` runs the same
-beams with the RMSNorm layers as torch's fused `rms_norm` (`sqlora.modeling.fused_rms_norms`).
+`greedy` and `beam4` end answers on a stop string (512 prompts a batch); `beam2-semicolon-eos` is
+the stage's default (2 candidates, 1024 sequences a batch), and `greedy-semicolon-eos` its greedy
+path. `*-fused-norm` runs the same beams with the RMSNorm layers as torch's fused `rms_norm`
+(`sqlora.model.layers.fused_rms_norms`).
 """
 
 from __future__ import annotations
@@ -61,8 +61,7 @@ def no_wait_beam_cache(model, max_cache_len: int) -> dict:
 
     transformers' static layers ask whether they hold tokens (a GPU tensor) before each reorder:
     one wait of the CPU per layer per decode step. Here a layer holds tokens once initialized.
-    Tried in the predict stage (H200, 2026-11-28, docs/RESULTS.md): 4% and 0% faster, so the stage keeps
-    the plain one.
+    Measured no faster in the predict stage, which keeps the plain one.
     """
     import inspect
 

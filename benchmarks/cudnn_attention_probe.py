@@ -3,7 +3,7 @@
 Runs one attention backward pass per sequence length, with an explicit causal mask and every
 logit about -120 (as in Qwen2.5's outlier heads), and counts the non-finite query gradients for
 PyTorch's default kernel choice, cuDNN forced, the memory-efficient kernel, and is_causal=True
-without a mask tensor. Then it applies training's guard (`sqlora.devices.guard_attention_kernels`)
+without a mask tensor. Then it applies training's guard (`sqlora.model.devices.guard_attention_kernels`)
 and tries the default choice again. Needs a CUDA GPU:
 
     python benchmarks/cudnn_attention_probe.py

@@ -14,4 +14,4 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"  # the copy's own sqlora
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 git rev-parse HEAD >> "$out/gpu.txt"
 python -m dvc exp run "$@" 2>&1 | tee "$out/repro.log"
-tar czf "$out/results.tgz" metrics outputs/predictions outputs/eval params.yaml dvc.lock
+tar czf "$out/results.tgz" metrics outputs/predictions outputs/eval outputs/report params.yaml dvc.lock

@@ -30,6 +30,6 @@ for overrides in "$@"; do
   if eval python -m dvc exp run "$overrides" > "$dest/log.txt" 2>&1; then status=ok; else status=failed; fi
   echo "$status $(( $(date +%s) - started ))" > "$dest/status.txt"
   cp -r metrics "$dest/" 2>/dev/null
-  cp outputs/eval/per_question.jsonl outputs/predictions/finetuned/generations.jsonl "$dest/" 2>/dev/null
+  cp outputs/eval/per_question.jsonl outputs/predictions/finetuned/generations.jsonl outputs/report/index.html "$dest/" 2>/dev/null
   python "$summarize" "$dest"
 done

@@ -1,9 +1,9 @@
-"""Draw the README's figures from a run's metrics: the training loss curve and execution
+"""Draw RESULTS.md's figures from a run's metrics: the training loss curve and execution
 accuracy by hardness for the base and fine-tuned models.
 
-    python benchmarks/plot_results.py docs/results/h200x2-2026-11-28/default --out docs/figures
-    python benchmarks/plot_results.py --sweep docs/results/h200x2-2026-11-28 --out docs/figures
-    python benchmarks/plot_results.py --models "SmolLM2 5.5 GiB=docs/results/h200-2026-11-29-sizes/smollm2_5.5gib" ...
+    python benchmarks/plot_results.py metrics --out docs/figures
+    python benchmarks/plot_results.py --sweep results --out docs/figures
+    python benchmarks/plot_results.py --models "SmolLM2=results/s-bf16-1" "Qwen2.5-Coder=results/q-bf16-1" ...
     python benchmarks/plot_results.py --seeds "defaults=docs/results/h200x2-2026-11-30-seeds/smollm2_defaults_seed*" ...
 (--sweep: one bar per experiment folder, its fine-tuned strict score on all questions;
  --models: runs side by side, fine-tuned strict score by hardness and the loss curves, in models.png;
@@ -19,6 +19,13 @@ import json
 from pathlib import Path
 
 LEVELS = ("easy", "medium", "hard", "extra", "all")
+
+
+def read_scores(folder: Path) -> dict:
+    """eval.json with eval_details.json beside it (scores by hardness and counts), where there is one."""
+    details = folder / "eval_details.json"
+    return {**json.loads((folder / "eval.json").read_text()),
+            **(json.loads(details.read_text()) if details.is_file() else {})}
 
 
 def main() -> None:
@@ -76,7 +83,7 @@ def plot_models(plt, runs: list[tuple[str, Path]], out: Path) -> None:
     figure, (bars_axes, loss_axes) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [3, 2]})
     width = 0.8 / len(runs)
     for n, (label, folder) in enumerate(runs):
-        scores = json.loads((folder / "eval.json").read_text())
+        scores = read_scores(folder)
         values = [scores[f"finetuned_exec_{level}"] for level in LEVELS]
         bars = bars_axes.bar([i + (n - (len(runs) - 1) / 2) * width for i in range(len(LEVELS))], values, width,
                              label=label)
@@ -104,7 +111,7 @@ def plot_seeds(plt, groups: list[tuple[str, list[Path]]], out: Path) -> None:
     figure, axes = plt.subplots(figsize=(7.5, 3.4))
     width = 0.8 / len(groups)
     for n, (label, folders) in enumerate(groups):
-        runs = [json.loads((folder / "eval.json").read_text()) for folder in folders]
+        runs = [read_scores(folder) for folder in folders]
         for i, level in enumerate(LEVELS):
             x = i + (n - (len(groups) - 1) / 2) * width
             values = [run[f"finetuned_exec_{level}"] for run in runs]
@@ -125,7 +132,7 @@ def plot_seeds(plt, groups: list[tuple[str, list[Path]]], out: Path) -> None:
 
 
 def plot_run(plt, metrics: Path, out: Path) -> None:
-    scores = json.loads((metrics / "eval.json").read_text())
+    scores = read_scores(metrics)
     figure, axes = plt.subplots(figsize=(6.4, 3.2))
     width = 0.38
     for shift, model in ((-width / 2, "base"), (width / 2, "finetuned")):

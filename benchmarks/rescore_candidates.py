@@ -1,6 +1,6 @@
 """Score a prediction run's beam candidates several ways: the beam's best alone, the candidate the
 run kept, the candidate the predict stage would keep now (execution-guided choice with names
-repaired, `sqlexec.choose_sql`), the same without repairing, the same choice among only the
+repaired, `predict.choose.choose_sql`), the same without repairing, the same choice among only the
 first k candidates (what fewer candidates might give), a vote over the candidates' results, and
 the ceiling (a question counts when any candidate is right).
 It reads a predict stage's generations.jsonl (greedy runs too, as one candidate each); no model, no GPU.
@@ -21,7 +21,7 @@ from pathlib import Path
 from sqlora.data.prompts import extract_sql
 from sqlora.eval.accuracy import ALL_LEVELS as HARDNESS
 from sqlora.eval.accuracy import ORDER_BY, evaluate, score
-from sqlora.predict import choose as sqlexec
+from sqlora.predict import choose as choosing
 from sqlora.predict.choose import choose_candidates, choose_sql
 
 
@@ -67,11 +67,11 @@ def main() -> None:
     parser.add_argument("--gold", type=Path, default=Path("data/prepared/dev_gold.sql"))
     parser.add_argument("--db", type=Path, default=Path("data/spider/database"))
     parser.add_argument("--min-name-ratio", type=float,
-                        help="the least resemblance a misspelt name needs to be repaired (sqlexec.similar_name's "
+                        help="the least resemblance a misspelt name needs to be repaired (choosing.similar_name's "
                              "min_ratio; default: the predict stage's)")
     args = parser.parse_args()
     if args.min_name_ratio is not None:
-        sqlexec.similar_name = functools.partial(sqlexec.similar_name, min_ratio=args.min_name_ratio)
+        choosing.similar_name = functools.partial(choosing.similar_name, min_ratio=args.min_name_ratio)
 
     records = [json.loads(line) for line in args.generations.open(encoding="utf-8") if line.strip()]
     candidates = [r.get("candidates", [r["generation"]]) for r in records]  # one candidate: greedy

@@ -21,13 +21,15 @@ def read(path: Path) -> dict:
 def row(folder: Path) -> dict:
     metrics = folder / "metrics"
     train = {**read(metrics / "train.json"), **read(metrics / "train_details.json")}
-    evaluation = read(metrics / "eval.json")
+    evaluation = {**read(metrics / "eval.json"), **read(metrics / "eval_details.json")}
     finetuned = {**read(metrics / "predict_finetuned.json"), **read(metrics / "predict_finetuned_details.json")}
     base = {**read(metrics / "predict_base.json"), **read(metrics / "predict_base_details.json")}
     status = (folder / "status.txt").read_text().split() if (folder / "status.txt").is_file() else ["?"]
     overrides = (folder / "overrides.txt").read_text().strip() if (folder / "overrides.txt").is_file() else ""
 
-    def stage_s(stats: dict):
+    def stage_s(stats: dict, name: str):
+        if f"{name}_predict_s" in stats:
+            return stats[f"{name}_predict_s"]
         return stats.get("stage_s", round(stats.get("load_s", 0) + stats.get("generate_s", 0), 1) or "")
 
     return {
@@ -36,8 +38,8 @@ def row(folder: Path) -> dict:
         "examples": train.get("examples", ""), "steps": train.get("steps", ""),
         "train_s": train.get("runtime_s", ""), "tok_per_s": train.get("tokens_per_s", ""),
         "peak_mb": train.get("peak_memory_mb", ""), "final_loss": train.get("final_loss", ""),
-        "predict_ft_s": stage_s(finetuned), "ft_ready_s": finetuned.get("ready_s", ""),
-        "ft_repaired": finetuned.get("repaired", ""), "predict_base_s": stage_s(base),
+        "predict_ft_s": stage_s(finetuned, "finetuned"), "ft_ready_s": finetuned.get("ready_s", ""),
+        "ft_repaired": finetuned.get("repaired", ""), "predict_base_s": stage_s(base, "base"),
         "base_all": evaluation.get("base_exec_all", ""),
         **{f"ft_{h}": evaluation.get(f"finetuned_exec_{h}", "") for h in ("easy", "medium", "hard", "extra", "all")},
         "ft_plug_all": evaluation.get("finetuned_plug_all", ""),

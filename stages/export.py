@@ -1,11 +1,13 @@
 """export: merge the LoRA adapter into the dequantized base and save it as one model that runs
 without PEFT or bitsandbytes: a plain transformers folder (safetensors + tokenizer), or with
 --gguf TYPE a GGUF file for llama.cpp, Ollama and LM Studio (DIR/model.gguf) and an Ollama
-Modelfile (DIR/Modelfile) that asks it questions the way it was trained."""
+Modelfile (DIR/Modelfile) that asks it questions the way it was trained. Either way the adapter's
+training record goes with it (how its prompts were made, which `sqlora ask` reads back)."""
 
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 from sqlora.core.errors import SqloraError, run_stage
@@ -13,7 +15,7 @@ from sqlora.core.files import replace_dir, staging_area
 from sqlora.core.params import Params
 from sqlora.core.progress import say
 from sqlora.model.gguf_export import GGUF_TYPES, check_exportable, export_gguf
-from sqlora.model.loading import is_adapter, load_tokenizer, merged_model, require_base, tokenizer_dir
+from sqlora.model.loading import ADAPTER_RECORD, is_adapter, load_tokenizer, merged_model, require_base, tokenizer_dir
 
 
 def main() -> None:
@@ -45,6 +47,8 @@ def main() -> None:
         merged = staging / out.name
         model.save_pretrained(merged)
         tokenizer.save_pretrained(merged)
+        if (args.adapter / ADAPTER_RECORD).is_file():
+            shutil.copyfile(args.adapter / ADAPTER_RECORD, merged / ADAPTER_RECORD)
         replace_dir(merged, out)
     say(f"wrote {out}: load it with AutoModelForCausalLM.from_pretrained({str(out)!r})")
 

@@ -5,7 +5,7 @@ that runs without error on the question's database is kept (execution-guided dec
 predict.repair_columns, where none runs and returns rows, the names SQLite reports missing are
 repaired: a column taken from the wrong table of a join is pointed at the one table that has it,
 a misspelt table or column becomes the database's name it most resembles, and a column of a
-table the query lacks joins that table in through its foreign key (sqlexec.repair_names)."""
+table the query lacks joins that table in through its foreign key (predict/choose.py, repair_names)."""
 
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ def main() -> None:
     parser.add_argument("--db", type=Path, required=True,
                         help="databases, to pick a candidate that runs and to repair names")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path, help="stage times and memory")
-    parser.add_argument("--details", type=Path, help="counts, and the dtype the model computed in")
+    parser.add_argument("--metrics", type=Path, help="the stage's time and peak memory, named after --out's folder")
+    parser.add_argument("--details", type=Path, help="counts, times by step, and the dtype the model computed in")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
@@ -83,12 +83,14 @@ def main() -> None:
         (new / "pred.sql").write_text("".join(sql + "\n" for sql in sqls), encoding="utf-8")
         (new / "generations.jsonl").write_text("".join(records), encoding="utf-8")
         replace_dir(new, args.out)
-    metrics = {"stage_s": round(time.perf_counter() - STARTED, 2),
-               "ready_s": round(before_load + run.ready_s, 2),  # from the stage's start to its first batch
-               "questions_per_s": round(len(questions) / max(run.generate_s, 1e-9), 2),
-               "peak_memory_mb": None if run.peak_memory_mb is None else round(run.peak_memory_mb, 1)}
+    # metric names carry the model's name (base, finetuned): dvc exp show puts both stages' side by side
+    name = args.out.name
+    metrics = {f"{name}_predict_s": round(time.perf_counter() - STARTED, 2),
+               f"{name}_predict_peak_mb": None if run.peak_memory_mb is None else round(run.peak_memory_mb, 1)}
     details = {"questions": len(questions), "devices": len(devices), "compute_dtype": run.compute_dtype,
+               "ready_s": round(before_load + run.ready_s, 2),  # from the stage's start to its first batch
                "load_s": round(run.load_s, 2), "generate_s": round(run.generate_s, 2),
+               "questions_per_s": round(len(questions) / max(run.generate_s, 1e-9), 2),
                "empty_predictions": sum(1 for s in sqls if not s),
                "not_first_candidate": sum(1 for choice in chosen if choice.index),
                "repaired": sum(1 for choice in chosen if choice.repaired)}

@@ -9,9 +9,27 @@ import sys
 from pathlib import Path
 
 import pytest
+from eval_fixtures import SPIDER_ZIP_VARIABLE
 from tiny_spider import build_tiny_spider, zip_tiny_spider
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def spider_zip_line() -> str:
+    value = os.environ.get(SPIDER_ZIP_VARIABLE, "").strip()
+    if value:
+        return f"real Spider tests: run, {SPIDER_ZIP_VARIABLE}={value}"
+    return f"real Spider tests: skipped, {SPIDER_ZIP_VARIABLE} is not set"
+
+
+def pytest_report_header(config) -> str:
+    return spider_zip_line()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    # the header is not shown under -q (this project's default): the summary always is
+    if terminalreporter.verbosity < 0:
+        terminalreporter.write_line(spider_zip_line())
 
 
 @pytest.fixture
@@ -26,7 +44,7 @@ def tiny_spider_zip(tiny_spider: Path, tmp_path: Path) -> Path:
     return zip_tiny_spider(tiny_spider, tmp_path / "spider_data.zip")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def run_script():
     """run_script("stages/x.py", *args, cwd=...) -> CompletedProcess with text stdout/stderr."""
     def run(script: str, *args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -12,6 +12,15 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# the smallest run that still goes through every stage: a few training steps, short answers
+QUICK = {
+    "train": {"max_steps": 4, "batch_size": 4, "max_length": 192, "logging_steps": 1, "save_steps": 2,
+              "warmup_steps": 0, "learning_rate": 5.0e-3,
+              # a random tiny model answers nothing yet; the check has its own tests
+              "check_generations": False},
+    "predict": {"batch_size": 8, "max_new_tokens": 24},
+    "eval": {"workers": 1},
+}
 
 
 def dvc_env(repo: Path) -> dict[str, str]:

@@ -31,6 +31,7 @@ def test_dropping_the_file_cache_visits_every_file(bench_ready, tmp_path):
     assert (tmp_path / "a" / "one.so").read_bytes() == b"x" * 8192  # dropped from the cache, not from disk
 
 
+@pytest.mark.timeout(300)
 def test_it_times_the_stage_of_each_version_given(tmp_path):
     from tiny_model import build_tiny_model
 

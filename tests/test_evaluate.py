@@ -24,8 +24,12 @@ from sqlora.eval.accuracy import (
     results_match,
     worker_count,
 )
-from sqlora.eval.plugvalue import PlugSearch
+from sqlora.eval.plugvalue import PlugSearch, gold_values
 from sqlora.sql.sandbox import ReadOnlyDatabase
+from sqlora.sql.tokens import tokenize
+
+# a query that does not stop at its timeout fails its test in seconds
+pytestmark = pytest.mark.timeout(20)
 
 
 @pytest.fixture
@@ -77,6 +81,60 @@ def test_numbers_compare_by_value():
     assert results_match([(1,)], [(1.0,)], order_matters=False)
 
 
+# (gold rows, predicted rows, right as multisets, right as lists), each worked out by hand from the
+# reference's result_eq (exec_eval.py): the same number of rows and columns, the quick rejection on
+# rows with their values sorted by str(value) + str(type(value)), then one column permutation
+# that makes the rows equal as a multiset, or as a list when the gold has ORDER BY
+RESULT_CASES = [
+    # the rows in another order
+    ([(1, "a"), (2, "b")], [(2, "b"), (1, "a")], True, False),
+    # the columns in another order, rows in the same order; then both
+    ([(1, "a"), (2, "b")], [("a", 1), ("b", 2)], True, True),
+    ([(1, "a"), (2, "b")], [("b", 2), ("a", 1)], True, False),
+    # swapping the columns puts the rows in the gold's order
+    ([(1, 2), (2, 1)], [(2, 1), (1, 2)], True, True),
+    # rows and columns pass every quick check, but no column order gives the gold's row order
+    ([(1, 2), (1, 2), (2, 1)], [(2, 1), (1, 2), (1, 2)], True, False),
+    # repeated rows count: the same set of rows is not enough
+    ([(1,), (1,), (2,)], [(1,), (2,), (2,)], False, False),
+    ([(1,), (1,), (2,)], [(1,), (2,), (1,)], True, False),
+    ([(1, "a"), (1, "a"), (1, "b"), (2, "a"), (2, "b"), (2, "b")],
+     [(1, "a"), (1, "b"), (1, "b"), (2, "a"), (2, "a"), (2, "b")], False, False),
+    # one column order for every row, each column used once
+    ([(1, 2), (3, 4)], [(1, 2), (4, 3)], False, False),
+    ([(1, 1, 2), (1, 1, 2), (2, 2, 1)], [(1, 1, 2), (1, 2, 1), (2, 2, 1)], False, False),
+    # each column holds the gold column's values, but not paired as in the gold's rows
+    ([(1, "a"), (2, "b")], [(1, "b"), (2, "a")], False, False),
+    ([(1, 2, 3), (4, 5, 6)], [(2, 1, 3), (4, 5, 6)], False, False),
+    # NULL is a value like any other
+    ([(None, 1), (2, None)], [(1, None), (None, 2)], True, True),
+    ([(None,)], [(0,)], False, False),
+    # text is compared exactly: case, spaces and type
+    ([("France",)], [("france",)], False, False),
+    ([("France",)], [("France ",)], False, False),
+    ([(1,)], [("1",)], False, False),
+    # 1 == 1.0; but the quick rejection sorts 1 after 1.5 and 1.0 before it (a quirk kept)
+    ([(1, 2.5)], [(1.0, 2.5)], True, True),
+    ([(1, 1.5)], [(1.0, 1.5)], False, False),
+    ([(1, 1.5), (1.0, 1.5)], [(1.0, 1.5), (1, 1.5)], True, False),
+    # another number of rows or columns
+    ([(1,)], [(1,), (1,)], False, False),
+    ([(1,), (1,)], [(1,)], False, False),
+    ([(1, 2)], [(1,)], False, False),
+    ([(1,)], [(1, 1)], False, False),
+    # empty results
+    ([], [], True, True),
+    ([], [(1,)], False, False),
+    ([(1,)], [], False, False),
+]
+
+
+@pytest.mark.parametrize(("gold", "pred", "as_multisets", "as_lists"), RESULT_CASES)
+def test_results_match_like_the_reference(gold, pred, as_multisets, as_lists):
+    assert results_match(gold, pred, order_matters=False) is as_multisets
+    assert results_match(gold, pred, order_matters=True) is as_lists
+
+
 def test_wide_results_with_look_alike_columns_are_fast():
     # twelve columns with the same values in each: only one column order matches
     width, height = 12, 40
@@ -102,17 +160,47 @@ def test_order_by_in_the_gold_makes_row_order_count(tmp_path, db_dir):
     assert verdicts(tmp_path, db_dir, pairs) == [0, 1, 1]
 
 
+# Ages: Joe Sharp 52, Timbaland 32, Justin Brown 29, Rose White 41, John Nizinik 43, Zoë 25; the
+# table's own order (by id) is neither order by age.
+# (gold with ORDER BY, the same rows in another order, the same rows in the gold's order)
+ORDER_BY_GOLDS = [
+    ("SELECT name FROM singer ORDER BY age", "SELECT name FROM singer", "SELECT name FROM singer ORDER BY age"),
+    # 8 Spider dev gold queries are written in lower case
+    ("select name from singer order by age", "SELECT name FROM singer ORDER BY age DESC",
+     "SELECT name FROM singer ORDER BY age ASC"),
+    ("SELECT name FROM singer Order By age;", "SELECT name FROM singer ORDER BY name",
+     "SELECT name FROM singer ORDER BY age"),
+    ("SELECT name FROM singer ORDER  BY age", "SELECT name FROM singer", "SELECT name FROM singer ORDER BY age"),
+    # the reference looks for the words anywhere in the gold, a subquery included: the outer
+    # rows (by id: Timbaland, Justin, Rose, John, Zoë) must then come in the same order
+    ("select name from singer where id in (select id from singer order by age limit 5)",
+     "SELECT name FROM singer WHERE age < 50 ORDER BY name", "SELECT name FROM singer WHERE age < 50"),
+]
+
+
+@pytest.mark.parametrize(("gold", "other_order", "same_order"), ORDER_BY_GOLDS)
+def test_order_by_in_the_gold_however_written_makes_row_order_count(tmp_path, db_dir, gold, other_order,
+                                                                     same_order):
+    pairs = [(gold, gold), (gold, other_order), (gold, same_order)]
+    assert verdicts(tmp_path, db_dir, pairs) == [1, 0, 1]
+    without_order_by = "SELECT name FROM singer WHERE age < 50" if "limit" in gold else "SELECT name FROM singer"
+    assert verdicts(tmp_path, db_dir, [(without_order_by, other_order)]) == [1]
+
+
 def test_column_order_and_empty_results(tmp_path, db_dir):
     pairs = [
         ("SELECT name, age FROM singer", "SELECT age, name FROM singer"),
         ("SELECT name FROM singer WHERE age > 1000", "SELECT country, age FROM singer WHERE age < 0"),
         ("SELECT name FROM singer WHERE age > 1000", "SELECT name FROM singer"),
         ("SELECT name, age FROM singer", "SELECT name FROM singer"),
+        # one row more than the gold's 3: stopped at the fourth
+        ("SELECT name FROM singer WHERE age > 40", "SELECT name FROM singer WHERE age > 31"),
     ]
     records = judge_pairs(tmp_path, db_dir, pairs)
-    assert [r["exec"] for r in records] == [1, 1, 0, 0]
+    assert [r["exec"] for r in records] == [1, 1, 0, 0, 0]
     assert records[2]["error"] == "too many rows (gold has 0)"
     assert records[3]["error"] == "wrong result (1 column, gold has 2)"
+    assert records[4]["error"] == "too many rows (gold has 3)"
 
 
 def test_distinct_is_removed_unless_kept(tmp_path, db_dir):
@@ -125,6 +213,16 @@ def test_distinct_is_removed_unless_kept(tmp_path, db_dir):
     assert prepare_sql("SELECT DISTINCT a, COUNT(DISTINCT b) FROM t WHERE c = 'distinct'", False) == (
         "SELECT  a, COUNT( b) FROM t WHERE c = 'distinct'"
     )
+
+
+def test_spaced_comparison_operators_are_joined_in_both_queries(tmp_path, db_dir):
+    pairs = [
+        ("SELECT name FROM singer WHERE age >= 43", "SELECT name FROM singer WHERE age > = 43"),
+        ("SELECT name FROM singer WHERE age < = 29", "SELECT name FROM singer WHERE age <= 29"),
+        ("SELECT name FROM singer WHERE age ! = 29", "SELECT name FROM singer WHERE age ! = 29"),
+    ]
+    assert verdicts(tmp_path, db_dir, pairs) == [1, 1, 1]
+    assert prepare_sql("a > = 1 AND b < = 2 AND c ! = 'x > = y'", True) == "a >= 1 AND b <= 2 AND c != 'x >= y'"
 
 
 def test_plug_value_right_and_wrong(tmp_path, db_dir):
@@ -148,6 +246,42 @@ def test_plug_value_right_and_wrong(tmp_path, db_dir):
     assert records[2]["plug_tried"] == 1 and records[2]["plug_capped"] is False
 
 
+def test_plug_value_is_not_tried_where_no_value_can_help(tmp_path, db_dir):
+    endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c WHERE x > 5"
+    gold = "SELECT name FROM singer WHERE age > 30"
+    pairs = [
+        (gold, "SELECT nme FROM singer WHERE age > 31"),       # a name no value repairs
+        (gold, "SELECT name, age FROM singer WHERE age > 31"),  # another number of columns
+        (gold, endless),                                        # each substitution would time out too
+        (gold, "SELECT name FROM singer WHERE age > 45"),       # a value that the gold's 30 repairs
+    ]
+    records = judge_pairs(tmp_path, db_dir, pairs, plug_value=True, timeout=0.3)
+    assert [r["exec"] for r in records] == [0, 0, 0, 1]
+    assert [r["plug_tried"] for r in records] == [0, 0, 0, 1]
+    assert [r["plug_capped"] for r in records] == [False, False, True, False]
+    assert [r["error"] for r in records[:3]] == [
+        "execution error: no such column: nme", "wrong result (2 columns, gold has 1)", "timeout"]
+
+
+def test_scores_are_counted_by_the_gold_s_hardness(tmp_path, db_dir):
+    pairs = [
+        # easy gold, right with an extra-hard prediction
+        ("SELECT count(*) FROM singer",
+         "SELECT count(*) FROM singer WHERE age > (SELECT min(age) FROM singer) OR age < 100 ORDER BY 1 LIMIT 9"),
+        # medium gold, wrong with an easy prediction
+        ("SELECT name, age FROM singer", "SELECT name FROM singer"),
+        ("SELECT name FROM singer WHERE age > 20 ORDER BY age LIMIT 3",
+         "SELECT name FROM singer WHERE age > 20 ORDER BY age LIMIT 3"),
+    ]
+    result = evaluate(*write_questions(tmp_path, pairs), db_dir, workers=1)
+    assert [r["hardness"] for r in result.per_question] == ["easy", "medium", "hard"]
+    assert result.scores == {
+        "easy": {"count": 1, "exec": 1.0}, "medium": {"count": 1, "exec": 0.0},
+        "hard": {"count": 1, "exec": 1.0}, "extra": {"count": 0, "exec": 0.0},
+        "all": {"count": 3, "exec": pytest.approx(2 / 3)},
+    }
+
+
 def test_plug_search_is_best_first_and_bounded():
     gold = "SELECT a FROM t WHERE b = 'x' AND c = 3 AND d = 'y'"
     pred = "SELECT a FROM t WHERE d = 'Y' AND c = 4 AND b = 'xx' LIMIT 7"
@@ -159,6 +293,115 @@ def test_plug_search_is_best_first_and_bounded():
     exhaustive = PlugSearch(gold, pred, limit=1000)
     assert len(list(exhaustive)) == 3**4 and not exhaustive.capped
     assert list(PlugSearch("SELECT a FROM t", pred)) == []
+
+
+def test_plug_search_tries_every_assignment_of_the_gold_values_best_first():
+    # slots 'y' (a string: 'x' first) and 4 (a number: 3 first); the reference tries the same four
+    gold = "SELECT a FROM t WHERE b = 'x' AND c = 3"
+    search = PlugSearch(gold, "SELECT a FROM t WHERE b = 'y' AND c = 4")
+    assert list(search) == [
+        "SELECT a FROM t WHERE b = 'x' AND c = 3",
+        "SELECT a FROM t WHERE b = 'x' AND c = 'x'",
+        "SELECT a FROM t WHERE b = 3 AND c = 3",
+        "SELECT a FROM t WHERE b = 3 AND c = 'x'",
+    ]
+    assert search.space == 4 and search.produced == 4 and not search.capped
+    # the prediction as written is not among them (the judge has run it already)
+    assert list(PlugSearch(gold, gold)) == [
+        "SELECT a FROM t WHERE b = 'x' AND c = 'x'",
+        "SELECT a FROM t WHERE b = 3 AND c = 3",
+        "SELECT a FROM t WHERE b = 3 AND c = 'x'",
+    ]
+
+
+# the slots of a query as the reference's sqlparse finds them: '...' and "..." strings and numbers;
+# not names, aliases (T1) or keywords
+SLOT_CASES = [
+    ('SELECT T1.name FROM singer AS T1 WHERE T1.country = "France" AND T1.age > 30',
+     ['"France"', "30"]),
+    ("select count(*) from singer where name like '%a%' and age between 20.5 and 40 limit 3;",
+     ["'%a%'", "20.5", "40", "3"]),
+    ("SELECT name FROM singer WHERE country = 'France' OR country = 'France'", ["'France'"]),  # distinct
+    ("SELECT a FROM t WHERE a = 'it''s' AND b = \"say \"\"hi\"\"\"", ["'it''s'", '"say ""hi"""']),
+    ("SELECT count(*) FROM singer", []),
+]
+
+
+@pytest.mark.parametrize(("sql", "slots"), SLOT_CASES)
+def test_plug_value_slots_are_the_reference_s(sql, slots):
+    assert [token.text for token in gold_values(sql)] == slots
+    # every slot of a prediction takes every gold value: here the one value X
+    if slots:
+        candidates = list(PlugSearch("SELECT 'X'", sql, limit=1000))
+        assert len(candidates) == 1
+        assert candidates[0].count("'X'") == len([t for t in tokenize(sql) if t.is_literal])
+
+
+# (gold, prediction): the first substitution tried is the gold value that the slot holds already,
+# else the same value in another case, else one of the same type, the most similar or nearest,
+# else the one at the same place among values of that type
+FIRST_GUESSES = [
+    ("SELECT a FROM t WHERE b = 'France' AND c = 'Spain'", "SELECT a FROM t WHERE c = 'spain'",
+     "SELECT a FROM t WHERE c = 'Spain'"),
+    ('SELECT a FROM t WHERE b = "France"', "SELECT a FROM t WHERE b = 'france'",
+     'SELECT a FROM t WHERE b = "France"'),
+    ("SELECT a FROM t WHERE b = 'Paris' AND c = 'London'", "SELECT a FROM t WHERE b = 'Londn'",
+     "SELECT a FROM t WHERE b = 'London'"),
+    ("SELECT a FROM t WHERE b = 10 AND c = 100", "SELECT a FROM t WHERE b = 90", "SELECT a FROM t WHERE b = 100"),
+    ("SELECT a FROM t WHERE b = 'x' AND c = 7", "SELECT a FROM t WHERE b = 8", "SELECT a FROM t WHERE b = 7"),
+    ("SELECT a FROM t WHERE b = 'p' AND c = 'q'", "SELECT a FROM t WHERE b = 'zz' AND c = 'yy'",
+     "SELECT a FROM t WHERE b = 'p' AND c = 'q'"),
+    # the same text before the same value otherwise written
+    ("SELECT a FROM t WHERE b = \"France\" OR c = 'France' AND d = 4", "SELECT a FROM t WHERE c = 'France' AND d = 3",
+     "SELECT a FROM t WHERE c = 'France' AND d = 4"),
+    # a number the gold writes as a string ('2010' for 2010) before another number
+    ("SELECT a FROM t WHERE b = '3' AND c = 30", "SELECT a FROM t WHERE b = 3", "SELECT a FROM t WHERE b = '3'"),
+    # a string before a number, even for the sixth string of the prediction
+    ("SELECT a FROM t WHERE b = 'a' AND c = 7", "SELECT a FROM t WHERE b IN ('p', 'q', 'r', 's', 'u', 'v')",
+     "SELECT a FROM t WHERE b IN ('a', 'a', 'a', 'a', 'a', 'a')"),
+]
+
+
+@pytest.mark.parametrize(("gold", "pred", "first"), FIRST_GUESSES)
+def test_plug_search_first_guess(gold, pred, first):
+    assert next(iter(PlugSearch(gold, pred))) == first
+
+
+def test_plug_search_gives_up_past_32_slots():
+    gold = "SELECT a FROM t WHERE b = 1"
+    for slots, expected in ((32, 1), (33, 0)):
+        pred = "SELECT a FROM t WHERE b IN (" + ", ".join(["2"] * slots) + ")"
+        search = PlugSearch(gold, pred)
+        assert len(list(search)) == expected
+        assert search.capped is (expected == 0)
+
+
+# Spider's ways of writing gold queries, each right as its own prediction; each prediction below
+# has other values, wrong as written and right with the gold's values plugged in
+SPIDER_STYLE = [
+    ('SELECT name FROM singer WHERE country  =  "France"', 'SELECT name FROM singer WHERE country = "france"'),
+    ("select count(*) from singer where age  >  30;", "select count(*) from singer where age > 45"),
+    ("SELECT T1.name FROM singer AS T1 WHERE T1.age BETWEEN 30 AND 45",
+     "SELECT T1.name FROM singer AS T1 WHERE T1.age BETWEEN 20 AND 35"),
+    ("SELECT name FROM singer WHERE name LIKE '%o%' ORDER BY age DESC LIMIT 2",
+     "SELECT name FROM singer WHERE name LIKE '%a%' ORDER BY age DESC LIMIT 3"),
+    ("SELECT country ,  count(*) FROM singer GROUP BY country HAVING count(*)  >  1",
+     "SELECT country, count(*) FROM singer GROUP BY country HAVING count(*) > 3"),
+    ("SELECT avg(age) FROM singer WHERE country != 'France'", "SELECT avg(age) FROM singer WHERE country != 'Japan'"),
+    ("SELECT name FROM singer WHERE age > 40 EXCEPT SELECT name FROM singer WHERE country = 'France'",
+     "SELECT name FROM singer WHERE age > 'France' EXCEPT SELECT name FROM singer WHERE country = 40"),
+    ("SELECT count(DISTINCT country) FROM singer WHERE age < 50",
+     "SELECT count(DISTINCT country) FROM singer WHERE age < 30"),
+]
+
+
+def test_spider_style_golds_as_predictions_are_right(tmp_path, db_dir):
+    assert verdicts(tmp_path, db_dir, [(gold, gold) for gold, _ in SPIDER_STYLE]) == [1] * len(SPIDER_STYLE)
+
+
+def test_plug_value_recovers_the_gold_s_values(tmp_path, db_dir):
+    assert verdicts(tmp_path, db_dir, SPIDER_STYLE) == [0] * len(SPIDER_STYLE)
+    assert verdicts(tmp_path, db_dir, SPIDER_STYLE, plug_value=True) == [1] * len(SPIDER_STYLE)
 
 
 def test_empty_prediction_keeps_lines_aligned(tmp_path, db_dir):

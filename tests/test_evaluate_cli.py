@@ -135,6 +135,7 @@ def run_stage_script(run_script, tmp_path: Path, paths: dict[str, Path]):
     return run_script("stages/evaluate.py", "--gold", paths["gold"], "--db", paths["db"],
                       "--pred", f"base={paths['base']}", "--pred", f"finetuned={paths['finetuned']}",
                       "--metrics", tmp_path / "metrics" / "eval.json",
+                      "--details", tmp_path / "metrics" / "eval_details.json",
                       "--plot", tmp_path / "metrics" / "accuracy_by_hardness.csv",
                       "--out", tmp_path / "outputs" / "eval", "--params", paths["params"], cwd=tmp_path)
 
@@ -150,27 +151,33 @@ def test_stage_writes_metrics_plot_and_per_question(run_script, tmp_path):
         assert title in done.stdout
 
     metrics = json.loads((tmp_path / "metrics" / "eval.json").read_text(encoding="utf-8"))
-    expected_keys = [f"{name}_{mode}_{level}" for name in STAGE_PAIRS for mode in ("exec", "plug") for level in LEVELS]
+    details = json.loads((tmp_path / "metrics" / "eval_details.json").read_text(encoding="utf-8"))
+    # the metrics, what experiments are compared by: each model's accuracy over all questions
+    assert list(metrics) == [f"{name}_{mode}_all" for name in STAGE_PAIRS for mode in ("exec", "plug")]
+    expected_keys = [f"{name}_{mode}_{level}" for name in STAGE_PAIRS for mode in ("exec", "plug")
+                     for level in LEVELS[:-1]]
     expected_keys += [f"delta_{mode}_{level}" for mode in ("exec", "plug") for level in LEVELS]
     expected_keys += [f"count_{level}" for level in LEVELS]
-    assert list(metrics) == expected_keys
+    assert details["metric"] == "spider" and details["questions"] == len(paths["gold"].read_text().splitlines())
+    assert list(details)[-len(expected_keys):] == expected_keys
+    scores = {**metrics, **details}
     for name in STAGE_PAIRS:
         for mode, plug_value in (("exec", False), ("plug", True)):
             result = evaluate(paths["gold"], paths[name], paths["db"], plug_value=plug_value, workers=1)
             for level in LEVELS:
-                assert metrics[f"{name}_{mode}_{level}"] == round(result.scores[level]["exec"], 4)
-                assert metrics[f"count_{level}"] == result.scores[level]["count"]
+                assert scores[f"{name}_{mode}_{level}"] == round(result.scores[level]["exec"], 4)
+                assert scores[f"count_{level}"] == result.scores[level]["count"]
     for mode in ("exec", "plug"):
         for level in LEVELS:
-            difference = metrics[f"finetuned_{mode}_{level}"] - metrics[f"base_{mode}_{level}"]
-            assert metrics[f"delta_{mode}_{level}"] == round(difference, 4)
+            difference = scores[f"finetuned_{mode}_{level}"] - scores[f"base_{mode}_{level}"]
+            assert scores[f"delta_{mode}_{level}"] == round(difference, 4)
     assert metrics["base_exec_all"] == 0.3333 and metrics["base_plug_all"] == 0.5
-    assert metrics["finetuned_exec_all"] == 0.8333 and metrics["delta_exec_all"] == 0.5
+    assert metrics["finetuned_exec_all"] == 0.8333 and details["delta_exec_all"] == 0.5
 
     plot = (tmp_path / "metrics" / "accuracy_by_hardness.csv").read_bytes().decode("utf-8")
     assert plot.split("\r\n")[0] == "bar,model,hardness,exec"
-    assert plot.split("\r\n")[1:3] == [f"base easy,base,easy,{metrics['base_exec_easy']}",
-                                       f"base medium,base,medium,{metrics['base_exec_medium']}"]
+    assert plot.split("\r\n")[1:3] == [f"base easy,base,easy,{details['base_exec_easy']}",
+                                       f"base medium,base,medium,{details['base_exec_medium']}"]
     assert plot.count("\r\n") == 11
 
     rows = [json.loads(line) for line in
@@ -182,7 +189,8 @@ def test_stage_writes_metrics_plot_and_per_question(run_script, tmp_path):
     assert rows[4]["base_exec"] == 0 and rows[4]["base_plug"] == 1 and rows[4]["base_exec_error"] == "wrong result"
     assert rows[5]["finetuned_exec_error"].startswith("execution error: no such column")
     assert sorted(p.name for p in (tmp_path / "outputs").iterdir()) == ["eval"]  # no staging left
-    assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == ["accuracy_by_hardness.csv", "eval.json"]
+    assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == ["accuracy_by_hardness.csv", "eval.json",
+                                                                       "eval_details.json"]
 
 
 def test_a_failed_stage_leaves_the_previous_outputs_as_they_were(run_script, tmp_path):

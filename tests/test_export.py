@@ -14,6 +14,7 @@ import yaml  # noqa: E402
 from tiny_model import build_tiny_model  # noqa: E402
 
 from sqlora.core.params import QuantParams, as_dict  # noqa: E402
+from sqlora.model.loading import ADAPTER_RECORD  # noqa: E402
 
 QUANT = QuantParams(bits=4)
 
@@ -32,10 +33,12 @@ def base_and_adapter(tmp_path_factory):
                                                   init_lora_weights=False, task_type="CAUSAL_LM"))
     adapter = work / "adapter"
     peft_model.save_pretrained(adapter)
+    (adapter / ADAPTER_RECORD).write_text('{"prompt_format": {"schema_format": "ddl", "value_hints": true}}\n')
     (work / "params.yaml").write_text(yaml.safe_dump({"quant": as_dict(QUANT), "model": {"name_or_path": str(base), "sha256": "", "trust_remote_code": False}}))
     return work, base, adapter
 
 
+@pytest.mark.timeout(300)
 def test_export_writes_a_plain_model_equal_to_base_plus_adapter(base_and_adapter, run_script):
     from transformers import AutoModelForCausalLM
 
@@ -46,6 +49,8 @@ def test_export_writes_a_plain_model_equal_to_base_plus_adapter(base_and_adapter
                       cwd=work, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     merged = AutoModelForCausalLM.from_pretrained(work / "merged")
+    # the training record goes with the merged model: `sqlora ask` reads its prompt format there
+    assert (work / "merged" / ADAPTER_RECORD).read_text() == (adapter / ADAPTER_RECORD).read_text()
     assert not hasattr(merged.config, "quantization_config")
     assert all(type(m).__name__ == "Linear" for n, m in merged.named_modules() if n.endswith("q_proj"))
 

@@ -91,16 +91,17 @@ def modelfile_prompt(folder) -> str:
     return prompt.replace("{{ .System }}", MESSAGES[0]["content"]).replace("{{ .Prompt }}", MESSAGES[1]["content"])
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("family, kind", [("llama", "f16"), ("qwen2", "q8_0"), ("gemma3", "f16")])
 def test_the_gguf_file_reads_back_as_the_merged_model(work, run_script, family, kind):
     from sqlora.data.prompts import chat_end_token_ids, prompt_text
-    from sqlora.model.loading import load_tokenizer, merged_model
+    from sqlora.model.loading import ADAPTER_RECORD, load_tokenizer, merged_model
 
     root, bases = work
     out = root / f"{family}_{kind}"
     done = export(run_script, root, bases[family], root / f"{family}_adapter", out, kind)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "model.gguf"]
+    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "model.gguf", ADAPTER_RECORD]
 
     merged = merged_model(root / f"{family}_adapter", bases[family], QUANT)
     back, back_tokenizer = loaded_back(out)
@@ -133,6 +134,7 @@ def test_the_gguf_file_reads_back_as_the_merged_model(work, run_script, family, 
         assert f"PARAMETER stop {json.dumps(tokenizer.decode([token_id]))}" in modelfile
 
 
+@pytest.mark.timeout(600)
 def test_a_base_from_a_gguf_file_keeps_that_files_metadata(work, run_script, tmp_path):
     import gguf
     from transformers import AutoModelForCausalLM
@@ -169,6 +171,7 @@ def test_a_base_from_a_gguf_file_keeps_that_files_metadata(work, run_script, tmp
         assert (back.state_dict()[name] - weight).abs().max() <= weight.abs().max() / 127 + 1e-6, name
 
 
+@pytest.mark.timeout(600)  # run alone, it builds the tiny models and adapters first
 def test_an_adapter_without_its_base_is_one_error_line(work, run_script):
     root, bases = work
     done = export(run_script, root, root / "no_base_here", root / "llama_adapter", root / "orphan", "f16")
@@ -176,6 +179,7 @@ def test_an_adapter_without_its_base_is_one_error_line(work, run_script):
     assert not (root / "orphan").exists()
 
 
+@pytest.mark.timeout(600)  # run alone, it builds the tiny models and adapters first
 def test_another_family_is_refused_in_one_line_naming_what_is_missing(work, run_script):
     root, bases = work
     other = root / "mistral"
@@ -187,12 +191,14 @@ def test_another_family_is_refused_in_one_line_naming_what_is_missing(work, run_
     assert not (root / "mistral_out").exists()
 
 
+@pytest.mark.timeout(600)  # run alone, it builds the tiny models and adapters first
 def test_a_k_quant_is_refused_with_how_to_make_it(work, run_script):
     root, bases = work
     line = one_error_line(export(run_script, root, bases["llama"], root / "llama_adapter", root / "k", "q4_k_m"))
     assert "llama-quantize" in line and not (root / "k").exists()
 
 
+@pytest.mark.timeout(600)  # run alone, it builds the tiny models and adapters first
 def test_no_space_or_a_failed_write_leaves_the_folder_as_it_was(work, monkeypatch):
     from sqlora.core.errors import SqloraError
     from sqlora.model import gguf_export

@@ -60,7 +60,8 @@ def serve(server, path: str, body: bytes, content_type="application/zip", announ
 
 def write_params(folder: Path, source, sha256: str = "") -> None:
     params = {"data": {"source": str(source), "sha256": sha256, "schema_format": "compact",
-                       "value_hints": False, "train_limit": 0, "dev_limit": 0}}
+                       "value_hints": False, "evidence": True, "train_limit": 0, "dev_limit": 0,
+                       "dev_fraction": 0.2, "split_seed": 42}}
     (folder / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
 
 

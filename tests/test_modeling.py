@@ -169,6 +169,7 @@ def real_base(tmp_path_factory) -> Path:
     return prepare_base_model(source, tmp_path_factory.mktemp("real") / "base_model")
 
 
+@pytest.mark.timeout(300)  # converts the packaged GGUF first
 def test_prepare_base_model_from_default_gguf(real_base):
     names = {p.name for p in real_base.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
@@ -225,6 +226,7 @@ def test_load_quantized_4bit_and_16bit(real_base):
     assert next(model16.parameters()).dtype == compute_dtype("auto")
 
 
+@pytest.mark.timeout(300)
 def test_train_and_generate_with_the_real_model(real_base, tmp_path):
     model = load_quantized_model(real_base, QUANT, for_training=True)
     tokenizer = load_tokenizer(real_base)

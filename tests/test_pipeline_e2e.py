@@ -19,21 +19,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dvc_project import dvc, dvc_env, git, new_project
+from dvc_project import QUICK, dvc, dvc_env, git, new_project
 from tiny_model import build_tiny_model
 from tiny_spider import build_tiny_spider, zip_tiny_spider
 
 ROOT = Path(__file__).resolve().parents[1]
+# trains and runs DVC stages: minutes on a slow CI, more than the default per-test timeout
+pytestmark = pytest.mark.timeout(900)
 ALL_STAGES = {"fetch-db", "preprocess", "prepare-model", "quantize-and-train", "predict@base",
-              "predict@finetuned", "evaluate"}
-QUICK = {
-    "train": {"max_steps": 4, "batch_size": 4, "max_length": 192, "logging_steps": 1, "save_steps": 2,
-              "warmup_steps": 0, "learning_rate": 5.0e-3,
-              # a random tiny model answers nothing yet; the check has its own tests
-              "check_generations": False},
-    "predict": {"batch_size": 8, "max_new_tokens": 24},
-    "eval": {"workers": 1},
-}
+              "predict@finetuned", "evaluate", "report"}
 
 
 def stages_run(output: str) -> set[str]:
@@ -96,7 +90,9 @@ def test_repro_runs_every_stage_and_writes_metrics(pipeline_repo: Path):
     metrics = {path.name: strict_json(path) for path in (pipeline_repo / "metrics").glob("*.json")}
     assert set(metrics) == {"data.json", "train.json", "train_details.json", "predict_base.json",
                             "predict_base_details.json", "predict_finetuned.json", "predict_finetuned_details.json",
-                            "eval.json"}
+                            "eval.json", "eval_details.json"}
+    assert metrics["eval_details.json"]["metric"] == "spider"
+    assert metrics["eval_details.json"]["metric_chosen_by"] == "auto: data from a Spider release"
 
     data = metrics["data.json"]
     assert data["dev_questions"] == 24 and data["dev_skipped_missing_db"] == 2
@@ -111,7 +107,7 @@ def test_repro_runs_every_stage_and_writes_metrics(pipeline_repo: Path):
     assert [int(line.split(",")[0]) for line in losses[1:]] == [1, 2, 3, 4]
     assert train["final_loss"] == pytest.approx(float(losses[-1].split(",")[1]), abs=1e-5)
 
-    scores = metrics["eval.json"]
+    scores = {**metrics["eval.json"], **metrics["eval_details.json"]}
     per_question = [json.loads(line) for line in
                     (pipeline_repo / "outputs/eval/per_question.jsonl").read_text().splitlines()]
     assert len(per_question) == 24 and [q["index"] for q in per_question] == list(range(24))
@@ -153,10 +149,13 @@ def test_repro_runs_every_stage_and_writes_metrics(pipeline_repo: Path):
             assert all(len(g["candidates"]) == candidates and g["generation"] in g["candidates"]
                        for g in generations)
             assert predict["not_first_candidate"] == sum(1 for g in generations if g["candidate"])
-        assert predict["stage_s"] >= predict["load_s"] + predict["generate_s"] - 0.05
+        stage_s = predict[f"{variant}_predict_s"]
+        assert stage_s >= predict["load_s"] + predict["generate_s"] - 0.05
         # ready: the stage's start to its first batch, so after the load and before the end
-        assert predict["load_s"] <= predict["ready_s"] <= predict["stage_s"]
+        assert predict["load_s"] <= predict["ready_s"] <= stage_s
     assert (pipeline_repo / "outputs/adapter/adapter_config.json").is_file()
+    page = (pipeline_repo / "outputs/report/index.html").read_text(encoding="utf-8")
+    assert [int(i) for i in re.findall(r'<section class="q" data-question="(\d+)"', page)] == list(range(24))
 
     shown = dvc(pipeline_repo, "metrics", "show").stdout
     assert "finetuned_exec_all" in shown
@@ -171,9 +170,9 @@ def test_repro_runs_every_stage_and_writes_metrics(pipeline_repo: Path):
     diff = dvc(pipeline_repo, "metrics", "diff", "--json")
     assert "failed to load" not in diff.stdout + diff.stderr.lower()
     changes = json.loads(diff.stdout)
-    assert changes["metrics/eval.json"]["count_all"] == {"old": 972, "new": 24, "diff": 24 - 972}
     assert changes["metrics/eval.json"]["finetuned_exec_all"]["old"] == reference["finetuned_exec_all"]
-    assert "metrics/data.json" not in changes  # counts, no metrics
+    assert changes["metrics/eval.json"]["finetuned_exec_all"]["new"] == scores["finetuned_exec_all"]
+    assert "metrics/data.json" not in changes and "metrics/eval_details.json" not in changes  # counts, no metrics
     assert changes["metrics/train.json"]["runtime_s"]["old"] == reference_train["runtime_s"]
     assert "metrics/train_details.json" not in changes  # details are no metrics
     plots = json.loads(dvc(pipeline_repo, "plots", "diff", "--json").stdout)
@@ -265,9 +264,10 @@ def test_lora_edit_reruns_only_training_finetuned_predict_and_evaluate(pipeline_
     edit_params(pipeline_repo, "lora", r=8)
     done = dvc(pipeline_repo, "repro")
     ran = stages_run(done.stdout)
-    # evaluate reruns only if the new predictions differ (DVC compares their hashes)
-    assert {"quantize-and-train", "predict@finetuned"} <= ran <= {"quantize-and-train", "predict@finetuned",
-                                                                  "evaluate"}
+    # evaluate reruns only if the new predictions differ (DVC compares their hashes); the report
+    # shows the LoRA settings
+    assert {"quantize-and-train", "predict@finetuned", "report"} <= ran <= {
+        "quantize-and-train", "predict@finetuned", "evaluate", "report"}
     for untouched in ("fetch-db", "preprocess", "prepare-model", "predict@base"):
         assert f"'{untouched}' didn't change" in done.stdout
 
@@ -287,10 +287,10 @@ def test_train_edit_reruns_training_finetuned_predict_and_evaluate(pipeline_repo
         dvc(pipeline_repo, "repro")
     before = (pipeline_repo / "params.yaml").read_text()
     edit_params(pipeline_repo, "train", learning_rate=2.0e-3)
-    assert changed_stages(pipeline_repo) == {"quantize-and-train"}
+    assert changed_stages(pipeline_repo) == {"quantize-and-train", "report"}  # the report shows the rate
     # what a repro would run: training, and (as its adapter changes) all that depends on it
     dry = dvc(pipeline_repo, "repro", "--dry", "--force-downstream").stdout
-    assert stages_run(dry) == {"quantize-and-train", "predict@finetuned", "evaluate"}
+    assert stages_run(dry) == {"quantize-and-train", "predict@finetuned", "evaluate", "report"}
     for untouched in ("fetch-db", "preprocess", "prepare-model", "predict@base"):
         assert f"'{untouched}' didn't change" in dry
     (pipeline_repo / "params.yaml").write_text(before)
@@ -318,8 +318,8 @@ def test_experiments_show_diff_and_plot_against_the_baseline(pipeline_repo: Path
     commit_results(pipeline_repo, "baseline results")
     ran = stages_run(dvc(pipeline_repo, "exp", "run", "-S", "lora.r=4", "-S", "train.learning_rate=0.01").stdout)
     # evaluate reruns only if the new predictions differ (DVC compares their hashes)
-    assert {"quantize-and-train", "predict@finetuned"} <= ran <= {"quantize-and-train", "predict@finetuned",
-                                                                  "evaluate"}
+    assert {"quantize-and-train", "predict@finetuned", "report"} <= ran <= {
+        "quantize-and-train", "predict@finetuned", "evaluate", "report"}
 
     shown = dvc(pipeline_repo, "exp", "show", "--no-pager", "--csv").stdout
     header = shown.splitlines()[0].split(",")

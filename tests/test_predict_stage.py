@@ -150,15 +150,16 @@ def write_inputs(tmp_path: Path, questions: list[dict], quant=QUANT16, **predict
 def run_main(stage, monkeypatch, work: Path, db_dir: Path) -> tuple[list[str], list[dict], dict]:
     monkeypatch.setattr(sys, "argv", [
         "predict.py", "--model", str(work / "model"), "--base", str(work / "model"),
-        "--dev", str(work / "dev.jsonl"), "--db", str(db_dir), "--out", str(work / "out"),
+        "--dev", str(work / "dev.jsonl"), "--db", str(db_dir), "--out", str(work / "finetuned"),
         "--metrics", str(work / "metrics.json"), "--details", str(work / "details.json"),
         "--params", str(work / "params.yaml")])
     stage.main()
-    pred = (work / "out" / "pred.sql").read_text(encoding="utf-8").splitlines()
+    pred = (work / "finetuned" / "pred.sql").read_text(encoding="utf-8").splitlines()
     generations = [json.loads(line) for line in
-                   (work / "out" / "generations.jsonl").read_text(encoding="utf-8").splitlines()]
-    stats = {**json.loads((work / "metrics.json").read_text()), **json.loads((work / "details.json").read_text())}
-    return pred, generations, stats
+                   (work / "finetuned" / "generations.jsonl").read_text(encoding="utf-8").splitlines()]
+    metrics = json.loads((work / "metrics.json").read_text())
+    assert list(metrics) == ["finetuned_predict_s", "finetuned_predict_peak_mb"]  # named after --out's folder
+    return pred, generations, {**metrics, **json.loads((work / "details.json").read_text())}
 
 
 def test_stage_writes_the_chosen_candidates(stage, db_dir, tmp_path, monkeypatch):
@@ -185,9 +186,10 @@ def test_stage_writes_the_chosen_candidates(stage, db_dir, tmp_path, monkeypatch
     assert [g["generation"] for g in generations] == [c[g["candidate"]] for c, g in zip(candidates, generations)]
     assert [g["sql"] for g in generations] == pred
     assert metrics["not_first_candidate"] == 1 and metrics["questions"] == 3
-    assert metrics["load_s"] == 0.5 and metrics["generate_s"] == 2.0 and metrics["peak_memory_mb"] == 1234.5
-    assert 0.75 <= metrics["ready_s"] <= 0.75 + metrics["stage_s"]  # the shards' 0.75 s, after the stage's own start
-    assert metrics["stage_s"] >= 0 and metrics["empty_predictions"] == 0
+    assert metrics["load_s"] == 0.5 and metrics["generate_s"] == 2.0 and metrics["finetuned_predict_peak_mb"] == 1234.5
+    # the shards' 0.75 s, after the stage's own start
+    assert 0.75 <= metrics["ready_s"] <= 0.75 + metrics["finetuned_predict_s"]
+    assert metrics["finetuned_predict_s"] >= 0 and metrics["empty_predictions"] == 0
 
 
 def test_stage_with_one_candidate_writes_no_candidate_fields(stage, tmp_path, monkeypatch):
@@ -221,16 +223,34 @@ def test_stage_repairs_a_column_taken_from_the_wrong_table(stage, db_dir, tmp_pa
 def test_stage_with_beam_search_on_a_tiny_model(stage, db_dir, tmp_path, monkeypatch):
     from tiny_model import build_tiny_model
 
+    from sqlora.predict.choose import Choice
+
     questions = [question(0), question(1, "pets", "Which kinds of pets?"), question(2, text="Names?")]
     work = write_inputs(tmp_path, questions, quant={**QUANT16, "bits": 4}, num_candidates=3, dequantize=True,
                         max_new_tokens=4, batch_size=2, answer_prefix="SELECT")
     build_tiny_model(work / "model")
+    # the choice among candidates is tested above; a fixed one here shows what the stage keeps of it
+    seen = {}
+
+    def fixed_choice(questions, candidates, db_dir, *, extract, repair):
+        seen.update(candidates=candidates, extract=extract, repair=repair)
+        return [Choice(0, "SELECT 10", False), Choice(2, "SELECT 12", False), Choice(1, "SELECT 11", True)]
+
+    monkeypatch.setattr(stage, "choose_sql", fixed_choice)
     pred, generations, metrics = run_main(stage, monkeypatch, work, db_dir)
-    assert len(pred) == 3 and metrics["questions"] == 3 and metrics["devices"] >= 1
-    for g in generations:
-        assert len(g["candidates"]) == 3 and all(c.startswith("SELECT") for c in g["candidates"])
-        assert 0 <= g["candidate"] < 3 and g["generation"] == g["candidates"][g["candidate"]]
-    assert metrics["not_first_candidate"] == sum(1 for g in generations if g["candidate"])
+    candidates = seen["candidates"]
+    assert seen["extract"] is extract_sql and seen["repair"] is True
+    assert len(candidates) == 3
+    for texts in candidates:  # three different beams, each after the answer prefix
+        assert len(texts) == 3 and len(set(texts)) == 3 and all(text.startswith("SELECT") for text in texts)
+    assert pred == ["SELECT 10", "SELECT 12", "SELECT 11"]
+    assert [g["sql"] for g in generations] == pred
+    assert [g["candidate"] for g in generations] == [0, 2, 1]
+    assert [g["candidates"] for g in generations] == candidates
+    assert [g["generation"] for g in generations] == [candidates[0][0], candidates[1][2], candidates[2][1]]
+    assert [g.get("repaired") for g in generations] == [None, None, True]
+    assert (metrics["questions"], metrics["not_first_candidate"], metrics["repaired"]) == (3, 2, 1)
+    assert metrics["empty_predictions"] == 0 and metrics["devices"] >= 1
 
 
 def test_stage_asks_for_growable_gpu_memory_segments_on_linux(stage):

@@ -27,7 +27,8 @@ def preprocess(tiny_spider, tmp_path, run_script):
 
     def run(**overrides):
         data = {"source": "unused", "sha256": "", "schema_format": "compact", "value_hints": False,
-                "train_limit": 0, "dev_limit": 0, **overrides}
+                "evidence": True, "train_limit": 0, "dev_limit": 0, "dev_fraction": 0.2, "split_seed": 42,
+                **overrides}
         (project / "params.yaml").write_text(yaml.safe_dump({"data": data}), encoding="utf-8")
         facts = project / "outputs" / "base_model" / "sqlora_model.json"
         if run.parameters is not None:
@@ -87,9 +88,12 @@ def test_outputs(preprocess):
     assert gold == [f"{query}\t{db_id}" for db_id, _, query in KNOWN_DEV]
 
     metrics = json.loads((out.parents[1] / "metrics" / "data.json").read_text(encoding="utf-8"))
-    assert metrics == {"schema_format": "compact", "train_examples": len(KNOWN_TRAIN), "train_skipped_unknown_db": 1,
+    assert metrics == {"layout": "spider", "schema_format": "compact", "train_examples": len(KNOWN_TRAIN),
+                       "train_skipped_unknown_db": 1, "train_skipped_gold_error": 0,
                        "dev_questions": len(KNOWN_DEV), "dev_skipped_missing_db": 2,
-                       "dev_skipped_unknown_db": 0, "train_with_value_hints": 0, "dev_with_value_hints": 0}
+                       "dev_skipped_unknown_db": 0, "dev_skipped_gold_error": 0,
+                       "train_with_value_hints": 0, "dev_with_value_hints": 0,
+                       "train_with_evidence": 0, "dev_with_evidence": 0}
 
 
 def test_limits_take_the_first_questions(preprocess):

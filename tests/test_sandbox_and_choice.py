@@ -25,6 +25,8 @@ from sqlora.sql.sandbox import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+# a query that does not stop at its timeout fails its test in seconds
+pytestmark = pytest.mark.timeout(20)
 
 
 @pytest.fixture
@@ -106,11 +108,42 @@ def test_endless_queries_time_out(database, sql):
     assert database.run("SELECT count(*) FROM singer").rows == [(6,)]
 
 
+def test_each_query_has_its_own_time_and_its_own_reason(database):
+    endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+    assert database.run(endless, timeout=0.2).error == "timeout"
+    # after a timeout, an error is reported as itself
+    assert database.run("SELEC name FROM singer").error.startswith("syntax error:")
+    assert database.run("SELECT nope FROM singer").error == "execution error: no such column: nope"
+    # past the last query's deadline, a query of many steps runs within its own time limit
+    time.sleep(0.3)
+    assert database.run("SELECT count(*) FROM numbers a, numbers b WHERE a.n <= 200", timeout=30).rows == [(400_000,)]
+    assert database.run(endless, timeout=0.2).error == "timeout"
+
+
+def test_a_large_schema_is_read_outside_any_query_s_time(tmp_path):
+    # listing 500 tables takes SQLite more steps than one call of the deadline check
+    tables = "".join(f"CREATE TABLE t{i} (a{i});" for i in range(500))
+    path = make_database(tmp_path / "wide.sqlite", f"BEGIN; {tables} COMMIT;")
+    with ReadOnlyDatabase(path) as database:
+        assert database.run("SELECT 1", timeout=0.01).rows == [(1,)]
+        time.sleep(0.05)  # that query's deadline has passed: reading the schema is no query
+        assert len(database.tables()) == 500
+        assert database.column_names("t499") == ("a499",)
+
+
 def test_endless_row_streams_stop_at_the_row_cap(database):
     sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c"
     assert database.run(sql, max_rows=1000).error == "too many rows"
     cross = "SELECT * FROM numbers a, numbers b, numbers c"
     assert database.run(cross, max_rows=10).error == "too many rows"
+
+
+def test_truncate_keeps_the_first_rows_of_a_longer_result(database):
+    endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c"
+    first = database.run(endless, max_rows=3, truncate=True)
+    assert first.ok and first.rows == [(1,), (2,), (3,)] and first.truncated
+    whole = database.run("SELECT count(*) FROM singer", max_rows=3, truncate=True)
+    assert whole.rows == [(6,)] and not whole.truncated
 
 
 @pytest.mark.parametrize(
@@ -120,6 +153,21 @@ def test_endless_row_streams_stop_at_the_row_cap(database):
 def test_giant_values_are_refused(database, sql):
     # Python 3.11+ caps one value's size; 3.10 relies on the heap limit and the result-size cap
     assert database.run(sql).error in ("value too large", "out of memory", "result too large")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Connection.setlimit is Python 3.11+")
+def test_one_value_is_capped_below_the_heap_limit(database):
+    # 20 MB: more than the 16 MB a value may take, well under the heap limit and the result cap
+    assert database.run("SELECT length(zeroblob(20000000))").error == "value too large"
+    assert database.run("SELECT length(zeroblob(10000000))").rows == [(10_000_000,)]
+
+
+def test_temporary_data_stays_in_memory_under_the_heap_limit(database):
+    connection = database._connection
+    connection.set_authorizer(lambda *_: sqlite3.SQLITE_OK)  # these pragmas are the test's, not a model's
+    assert connection.execute("PRAGMA temp_store").fetchone() == (2,)  # MEMORY
+    assert connection.execute("PRAGMA hard_heap_limit").fetchone()[0] <= sandbox.HEAP_LIMIT_BYTES
+    assert connection.execute("PRAGMA query_only").fetchone() == (1,)
 
 
 def test_huge_sorts_hit_the_heap_limit_in_memory(db_dir, database):
@@ -463,7 +511,8 @@ def test_a_column_is_taken_from_the_one_table_that_has_it(joined, sql, fixed):
 
 @pytest.mark.parametrize("sql", [
     f"SELECT T1.nope FROM concert AS T1 JOIN stadium AS T2 {ON}",                   # no table has it
-    f"SELECT T1.capacity FROM concert AS T1 JOIN stadium AS T2 {ON} JOIN arena AS T3 ON T3.arena_id = T1.concert_id",
+    # two other tables have the column (and either choice would return rows)
+    f"SELECT T1.capacity FROM concert AS T1 JOIN stadium AS T2 {ON} JOIN arena AS T3 ON T3.arena_id < T1.concert_id",
     # T1 stands for two tables: which one was meant cannot be told
     f"SELECT T1.name FROM concert AS T1 JOIN stadium AS T2 {ON} WHERE T1.year IN (SELECT T1.year FROM concert AS T1)"
     " AND T1.capacity > 0 UNION SELECT name FROM arena AS T1",
@@ -512,6 +561,8 @@ def misspelt(tmp_path):
     ("destinationairport", ["SourceAirport", "DestAirport"], "DestAirport"),  # most letters in common
     ("xyz", ["PetID", "PetType"], None),                                    # nothing alike
     ("home_town_", ["home_town", "hometown"], None),                        # two alike
+    ("cars", ["car", "cars_data"], "car"),                  # a plural beats a name that contains it
+    ("age", ["page_numbers", "title"], None),               # under 4 letters, inside a name is not alike
     ("", ["a"], None),
 ])
 def test_similar_name(name, options, expected):

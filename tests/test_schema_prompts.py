@@ -14,11 +14,12 @@ from sqlora.data.prompts import (
     clean_sql,
     extract_sql,
     has_chat_template,
+    one_line,
     prompt_text,
     training_example,
     training_length,
 )
-from sqlora.data.schema import FORMATS, load_schemas, serialize_schema
+from sqlora.data.schema import FORMATS, load_schemas, quote, serialize_schema
 
 
 @pytest.fixture
@@ -76,6 +77,21 @@ def test_odd_names_are_quoted_and_old_style_composite_keys():
         "FOREIGN KEY (owner_id) REFERENCES people(id));")
 
 
+@pytest.mark.parametrize("name, written", [
+    ("singer", "singer"),
+    ("_id2", "_id2"),
+    ("Home Town", '"Home Town"'),
+    ("2nd", '"2nd"'),
+    ("order", '"order"'),   # SQLite keywords, in any case
+    ("Order", '"Order"'),
+    ("GROUP", '"GROUP"'),
+    ("orders", "orders"),
+    ('say "hi"', '"say ""hi"""'),
+])
+def test_a_name_is_quoted_where_sql_needs_it(name, written):
+    assert quote(name) == written
+
+
 def test_unknown_format(schemas):
     assert FORMATS == ("compact", "ddl", "names")
     with pytest.raises(ValueError, match="allowed values are compact, ddl, names"):
@@ -121,6 +137,7 @@ def test_build_prompt():
     ("I will select the singers.\nSELECT name FROM singer", "SELECT name FROM singer"),
     ("SELECT name -- the name\nFROM singer", "SELECT name FROM singer"),
     ("<think>select what? maybe count</think>\nSELECT count(*) FROM t", "SELECT count(*) FROM t"),
+    ("<think>First SELECT the rows</think>SELECT count(*) FROM t", "SELECT count(*) FROM t"),
     ("WITH x AS (SELECT a FROM t) SELECT a FROM x;", "WITH x AS (SELECT a FROM t) SELECT a FROM x"),
     ("Query with a join: SELECT a FROM t JOIN u ON t.id = u.id", "SELECT a FROM t JOIN u ON t.id = u.id"),
     ("(SELECT a FROM t) UNION (SELECT a FROM u)", "(SELECT a FROM t) UNION (SELECT a FROM u)"),
@@ -138,6 +155,14 @@ def test_extract_sql(generation, expected):
 def test_clean_sql():
     assert clean_sql("SELECT  a ,  b\nFROM t ;") == "SELECT a , b FROM t"
     assert clean_sql("SELECT 'a  b'  FROM t") == "SELECT 'a  b' FROM t"
+
+
+def test_a_gold_query_is_one_line_without_tabs():
+    """The gold file is SQL<TAB>db_id per line: a tab or line end in the SQL would break it; the
+    rest of the spacing is kept as Spider writes it."""
+    assert one_line("SELECT name ,  age\tFROM singer\r\n  WHERE age  >  30 \n") == (
+        "SELECT name ,  age FROM singer WHERE age  >  30")
+    assert one_line("SELECT a FROM t WHERE b = 'x\ty'") == "SELECT a FROM t WHERE b = 'x y'"
 
 
 # ---------------------------------------------------------------- chat template or plain format

@@ -61,3 +61,18 @@ def test_a_file_that_is_not_sqlite_or_has_no_tables_is_one_error(tmp_path):
         read_schema(tmp_path / "empty.sqlite", "empty")
     with pytest.raises(SqloraError, match="no such database file"):
         read_schema(tmp_path / "missing.sqlite", "missing")
+
+
+def test_names_with_spaces_and_quotes(tmp_path):
+    """BIRD-style names: a table and columns with spaces, brackets and a double quote."""
+    path = tmp_path / "odd.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript('''
+            CREATE TABLE "School ""Main"" List" ("CDS Code" TEXT PRIMARY KEY, "Enrollment (K-12)" REAL);
+            CREATE TABLE frpm (id INT PRIMARY KEY, code TEXT REFERENCES "School ""Main"" List");
+        ''')
+    db.close()
+    entry = read_schema(path, "odd")
+    assert entry["table_names_original"] == ['School "Main" List', "frpm"]
+    assert entry["column_names_original"][1:] == [[0, "CDS Code"], [0, "Enrollment (K-12)"], [1, "id"], [1, "code"]]
+    assert entry["primary_keys"] == [1, 3] and entry["foreign_keys"] == [[4, 1]]

@@ -470,6 +470,30 @@ def test_auto_checkpointing_takes_the_faster_way_that_fits(tiny_models, tmp_path
     assert all(p.grad is None for p in trainer.model.parameters())
 
 
+def test_auto_checkpointing_is_probed_only_where_it_could_fit_more(tiny_models, tmp_path, monkeypatch):
+    """With checkpointing as many sequences fit as without (4): nothing to gain, nothing timed.
+    Where all 8 fit without it, it is not even probed. Each probe holds Adam's state: two float32
+    numbers per trainable weight."""
+    result = run_training(tiny_models["llama"], tmp_path, max_steps=1, save_steps=100, batch_size=8)
+    trainer = result.trainer
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    held, real_empty = [], torch.empty
+
+    def recording_empty(*size, **options):
+        held.append((size, options.get("dtype")))
+        return real_empty(*size, **options)
+
+    monkeypatch.setattr(torch, "empty", recording_empty)
+    card = CardLimit(trainer.model, plain=4, checkpointed=4)
+    plan, measured = choose_on(card, trainer)
+    assert plan == BatchPlan(4, 2) and measured == ""
+    assert card.seen == [(8, True, False), (4, True, False), (8, True, True), (4, True, True)]
+    assert held.count(((2 * trainable,), torch.float32)) == 4
+    card = CardLimit(trainer.model, plain=8, checkpointed=8)
+    assert choose_on(card, trainer) == (BatchPlan(8, 1), "")
+    assert card.seen == [(8, True, False)]
+
+
 @pytest.mark.parametrize("out_of_memory_when_timed, expected", [
     ({False}, BatchPlan(8, 1, True)),
     ({False, True}, BatchPlan(4, 2, True)),  # neither way: a smaller checkpointed micro-batch

@@ -50,8 +50,24 @@ def test_longer_phrases_come_first_and_hints_are_capped(database):
     index = ValueIndex(database, SCHEMA)
     assert index.mentioned("From Ayr, France or the Netherlands, or the United States?")[0] == \
         ("singer", "Country", "United States")
-    many = " ".join(["France Netherlands Ayr United States Joe Sharp Rose White"] * 3)
-    assert len(index.mentioned(many)) <= MAX_HINTS
+    many = " ".join(["France Netherlands Ayr United States Joe Sharp Rose White O'Neil"] * 3)  # 7 values
+    assert len(index.mentioned(many)) == MAX_HINTS == 6
+
+
+def test_a_value_named_twice_is_one_hint(database):
+    index = ValueIndex(database, SCHEMA)
+    assert index.mentioned("France, france or FRANCE?") == [("singer", "Country", "France")]
+
+
+def test_only_text_values_of_text_columns_up_to_40_characters_are_looked_up(database):
+    with closing(sqlite3.connect(database)) as connection:
+        connection.executemany("INSERT INTO singer VALUES (?, ?, ?, ?)", [
+            ("Lu", "UK", "Platinum", "2019 2020"),           # a text value in a number column
+            ("A" * 36 + " Ann", "B" * 37 + " Bob", 1, "x")])  # 40 and 41 characters
+        connection.commit()
+    index = ValueIndex(database, SCHEMA)
+    assert index.mentioned("platinum singers from the uk in the 2019 2020 season") == []
+    assert index.mentioned(f"{'a' * 36} ann and {'b' * 37} bob") == [("singer", "name", "A" * 36 + " Ann")]
 
 
 def test_hint_text_quotes_names_and_values(database):

@@ -46,7 +46,7 @@ def replace_dir(new: Path, target: Path) -> None:
         os.replace(target, backup)
         try:
             os.replace(new, target)
-        except OSError:
+        except BaseException:  # an interrupt (Ctrl+C) too: the old folder goes back under its name
             os.replace(backup, target)
             raise
     except OSError as error:

@@ -6,6 +6,9 @@ naming the key and what it allows, before any heavy work:
 
     params = Params.read("params.yaml")
     quant, train = params.quant, params.train     # QuantParams, TrainParams
+
+The limits of the keys (numbers, choices, true/false, "auto") are in one table, `LIMITS`, which
+the sections read their keys through; tests/test_params.py tries a bad value of every key there.
 """
 
 from __future__ import annotations
@@ -21,36 +24,145 @@ import yaml
 
 from .errors import ParamError
 
-SCHEMA_FORMATS = ("compact", "ddl", "names")  # sqlora.schema writes each
+SCHEMA_FORMATS = ("compact", "ddl", "names")  # data/schema.py writes each
 QUANT_BITS = (4, 8, 16)
 QUANT_TYPES = ("nf4", "fp4")
 COMPUTE_DTYPES = ("auto", "bfloat16", "float16", "float32")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
-AUTO = "auto"  # chosen by the stage from what it measures (see sqlora.training, sqlora.schema)
-# `auto` settings differ below and above this many parameters (docs/RESULTS.md, "Models")
+EVAL_METRICS = ("auto", "spider", "bird")  # auto: bird for BIRD's layout, else spider (sqlora.eval.accuracy)
+AUTO = "auto"  # chosen by the stage from what it measures (see train/schedule.py, data/schema.py)
+# `auto` settings differ below and above this many parameters (docs/TRAINING.md)
 SMALL_MODEL_PARAMETERS = 300e6
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
+class Limit:
+    """What one key allows: a number (in a range), one of some values, or true/false; with auto,
+    "auto" too. `read` checks the key's value in a section and returns it."""
+
+    kind: str                            # "number", "choice" or "boolean"
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    integer: bool = False
+    allowed: tuple = ()                  # for "choice"
+    auto: bool = False
+
+    def read(self, section: dict, key: str, name: str) -> Any:
+        return auto_or(self._read, section, key, name) if self.auto else self._read(section, key, name)
+
+    def _read(self, section: dict, key: str, name: str) -> Any:
+        if self.kind == "number":
+            return number(section, key, name, minimum=self.minimum, maximum=self.maximum,
+                          exclusive_minimum=self.exclusive_minimum, integer=self.integer)
+        if self.kind == "choice":
+            return choice(section, key, self.allowed, name)
+        return boolean(section, key, name)
+
+
+def a_number(*, minimum=None, above=None, maximum=None, auto=False) -> Limit:
+    """A number >= minimum (or > above) and <= maximum."""
+    return Limit("number", minimum=above if above is not None else minimum, maximum=maximum,
+                 exclusive_minimum=above is not None, auto=auto)
+
+
+def an_integer(*, minimum=None, above=None, auto=False) -> Limit:
+    return dataclasses.replace(a_number(minimum=minimum, above=above, auto=auto), integer=True)
+
+
+def one_of(*allowed) -> Limit:
+    return Limit("choice", allowed=allowed)
+
+
+def true_or_false(*, auto=False) -> Limit:
+    return Limit("boolean", auto=auto)
+
+
+# section -> key -> what the key allows; the other keys (paths, hashes, module lists, strings)
+# are checked by their section's `read`
+LIMITS: dict[str, dict[str, Limit]] = {
+    "data": {
+        "schema_format": one_of(AUTO, *SCHEMA_FORMATS),
+        "value_hints": true_or_false(),
+        "evidence": true_or_false(),
+        "train_limit": an_integer(minimum=0),
+        "dev_limit": an_integer(minimum=0),
+        "dev_fraction": a_number(above=0, maximum=1),
+        "split_seed": an_integer(),
+    },
+    "model": {
+        "trust_remote_code": true_or_false(),
+    },
+    "quant": {
+        "bits": one_of(*QUANT_BITS),
+        "bnb_4bit_quant_type": one_of(*QUANT_TYPES),
+        "bnb_4bit_use_double_quant": true_or_false(),
+        "bnb_4bit_compute_dtype": one_of(*COMPUTE_DTYPES),
+    },
+    "lora": {
+        "r": an_integer(above=0),
+        "alpha": a_number(above=0),
+        "dropout": a_number(minimum=0, maximum=1),
+    },
+    "train": {
+        "epochs": a_number(above=0, auto=True),
+        "max_steps": an_integer(minimum=-1),
+        "batch_size": an_integer(minimum=1),
+        "gradient_accumulation_steps": an_integer(minimum=1),
+        "learning_rate": a_number(above=0, auto=True),
+        "lr_scheduler": one_of(*SCHEDULERS),
+        "warmup_steps": an_integer(minimum=0),
+        "max_length": an_integer(minimum=16),
+        "gradient_checkpointing": true_or_false(auto=True),
+        "dequantize": true_or_false(auto=True),
+        "float32_norms": true_or_false(auto=True),
+        "group_by_length": true_or_false(),
+        "check_generations": true_or_false(),
+        "seed": an_integer(),
+        "logging_steps": an_integer(minimum=1),
+        "save_steps": an_integer(minimum=1),
+    },
+    "predict": {
+        "batch_size": an_integer(minimum=1),
+        "max_new_tokens": an_integer(minimum=1),
+        "dequantize": true_or_false(),
+        "num_candidates": an_integer(minimum=1),
+        "num_gpus": an_integer(minimum=0),
+        "repair_columns": true_or_false(),
+    },
+    "eval": {
+        "timeout": a_number(above=0),
+        "keep_distinct": true_or_false(),
+        "workers": an_integer(minimum=0),
+        "metric": one_of(*EVAL_METRICS),
+    },
+}
+
+
+def checked(section: dict, name: str) -> dict[str, Any]:
+    """Every key of LIMITS[name], read from section and checked."""
+    return {key: limit.read(section, key, name) for key, limit in LIMITS[name].items()}
+
+
+@dataclass(frozen=True)
 class DataParams:
-    source: str                  # an http(s) URL of a Spider zip, a local zip or a local folder
+    source: str                  # an http(s) URL of a Spider zip, a local zip or a local folder (sqlora.data.layouts)
     sha256: str                  # of the zip; "" skips the check
     schema_format: str           # auto, or one of SCHEMA_FORMATS
     value_hints: bool
+    evidence: bool               # a question's evidence (BIRD's hint) in its prompt
     train_limit: int             # 0 = all
     dev_limit: int
+    dev_fraction: float          # of the questions, split off by database where the data has no dev file
+    split_seed: int
 
     @classmethod
     def read(cls, s: dict) -> DataParams:
         source = require(s, "source", "data")
         if not isinstance(source, str) or not source.strip():
             raise ParamError(f"data.source = {source!r}: must be a URL, a zip file or a folder")
-        return cls(source=source.strip(), sha256=sha256(s, "data"),
-                   schema_format=choice(s, "schema_format", (AUTO, *SCHEMA_FORMATS), "data"),
-                   value_hints=boolean(s, "value_hints", "data"),
-                   train_limit=number(s, "train_limit", "data", minimum=0, integer=True),
-                   dev_limit=number(s, "dev_limit", "data", minimum=0, integer=True))
+        return cls(source=source.strip(), sha256=sha256(s, "data"), **checked(s, "data"))
 
 
 @dataclass(frozen=True)
@@ -64,8 +176,7 @@ class ModelParams:
         name = s.get("name_or_path")
         if not isinstance(name, str) or not name.strip():
             raise ParamError("model.name_or_path is empty: give a hub id, a model folder or a .gguf file")
-        return cls(name_or_path=name.strip(), sha256=sha256(s, "model"),
-                   trust_remote_code=boolean(s, "trust_remote_code", "model"))
+        return cls(name_or_path=name.strip(), sha256=sha256(s, "model"), **checked(s, "model"))
 
 
 @dataclass(frozen=True)
@@ -77,10 +188,7 @@ class QuantParams:
 
     @classmethod
     def read(cls, s: dict) -> QuantParams:
-        return cls(bits=choice(s, "bits", QUANT_BITS, "quant"),
-                   bnb_4bit_quant_type=choice(s, "bnb_4bit_quant_type", QUANT_TYPES, "quant"),
-                   bnb_4bit_use_double_quant=boolean(s, "bnb_4bit_use_double_quant", "quant"),
-                   bnb_4bit_compute_dtype=choice(s, "bnb_4bit_compute_dtype", COMPUTE_DTYPES, "quant"))
+        return cls(**checked(s, "quant"))
 
 
 @dataclass(frozen=True)
@@ -92,21 +200,18 @@ class LoraParams:
 
     @classmethod
     def read(cls, s: dict) -> LoraParams:
-        r = number(s, "r", "lora", minimum=0, exclusive_minimum=True, integer=True)
-        alpha = number(s, "alpha", "lora", minimum=0, exclusive_minimum=True)
-        dropout = number(s, "dropout", "lora", minimum=0, maximum=1)
+        numbers = checked(s, "lora")
         targets = require(s, "target_modules", "lora")
         if not (targets == "all-linear" or (isinstance(targets, list) and targets
                                             and all(isinstance(t, str) for t in targets))):
             raise ParamError(f"lora.target_modules = {targets!r}: allowed values are 'all-linear' "
                              "or a list of module names such as [q_proj, v_proj]")
-        return cls(r=r, alpha=alpha, dropout=dropout,
-                   target_modules=targets if isinstance(targets, str) else tuple(targets))
+        return cls(**numbers, target_modules=targets if isinstance(targets, str) else tuple(targets))
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    epochs: float | str          # "auto": from the model's parameter count (training.SIZE_SCHEDULES)
+    epochs: float | str          # "auto": from the model's parameter count (train.schedule.SIZE_SCHEDULES)
     max_steps: int               # > 0 stops after this many optimizer steps
     batch_size: int              # examples per optimizer step (per process), whatever the card
     gradient_accumulation_steps: int
@@ -115,7 +220,7 @@ class TrainParams:
     warmup_steps: int
     max_length: int
     gradient_checkpointing: bool | str  # "auto": on where the card measures it faster
-    dequantize: bool | str       # "auto": by model size (training.SIZE_SCHEDULES), as float32_norms
+    dequantize: bool | str       # "auto": by model size (train.schedule.SIZE_SCHEDULES), as float32_norms
     float32_norms: bool | str    # a quantized model's embeddings and norms in float32 (prepare_model_for_kbit_training)
     group_by_length: bool
     check_generations: bool
@@ -126,25 +231,7 @@ class TrainParams:
 
     @classmethod
     def read(cls, s: dict) -> TrainParams:
-        name = "train"
-        return cls(epochs=auto_or(number, s, "epochs", name, minimum=0, exclusive_minimum=True),
-                   max_steps=number(s, "max_steps", name, minimum=-1, integer=True),
-                   batch_size=number(s, "batch_size", name, minimum=1, integer=True),
-                   gradient_accumulation_steps=number(s, "gradient_accumulation_steps", name, minimum=1,
-                                                      integer=True),
-                   learning_rate=auto_or(number, s, "learning_rate", name, minimum=0, exclusive_minimum=True),
-                   lr_scheduler=choice(s, "lr_scheduler", SCHEDULERS, name),
-                   warmup_steps=number(s, "warmup_steps", name, minimum=0, integer=True),
-                   max_length=number(s, "max_length", name, minimum=16, integer=True),
-                   gradient_checkpointing=auto_or(boolean, s, "gradient_checkpointing", name),
-                   dequantize=auto_or(boolean, s, "dequantize", name),
-                   float32_norms=auto_or(boolean, s, "float32_norms", name),
-                   group_by_length=boolean(s, "group_by_length", name),
-                   check_generations=boolean(s, "check_generations", name),
-                   seed=number(s, "seed", name, integer=True),
-                   logging_steps=number(s, "logging_steps", name, minimum=1, integer=True),
-                   save_steps=number(s, "save_steps", name, minimum=1, integer=True),
-                   launcher=str(s.get("launcher", "python")))
+        return cls(**checked(s, "train"), launcher=str(s.get("launcher", "python")))
 
 
 @dataclass(frozen=True)
@@ -163,13 +250,7 @@ class PredictParams:
         if not isinstance(prefix, str):
             raise ParamError(f"predict.answer_prefix = {prefix!r}: must be a string "
                              "(\"\" for none, or the start of every answer such as SELECT)")
-        return cls(batch_size=number(s, "batch_size", "predict", minimum=1, integer=True),
-                   max_new_tokens=number(s, "max_new_tokens", "predict", minimum=1, integer=True),
-                   dequantize=boolean(s, "dequantize", "predict"),
-                   num_candidates=number(s, "num_candidates", "predict", minimum=1, integer=True),
-                   num_gpus=number(s, "num_gpus", "predict", minimum=0, integer=True),
-                   answer_prefix=prefix,
-                   repair_columns=boolean(s, "repair_columns", "predict"))
+        return cls(**checked(s, "predict"), answer_prefix=prefix)
 
 
 @dataclass(frozen=True)
@@ -177,12 +258,11 @@ class EvalParams:
     timeout: float               # seconds per query
     keep_distinct: bool
     workers: int                 # 0 = all cores
+    metric: str                  # auto, spider (test-suite rules) or bird (sets of rows equal)
 
     @classmethod
     def read(cls, s: dict) -> EvalParams:
-        return cls(timeout=number(s, "timeout", "eval", minimum=0, exclusive_minimum=True),
-                   keep_distinct=boolean(s, "keep_distinct", "eval"),
-                   workers=number(s, "workers", "eval", minimum=0, integer=True))
+        return cls(**checked(s, "eval"))
 
 
 class Params:
@@ -275,7 +355,7 @@ def number(section: dict, key: str, name: str, *, minimum=None, maximum=None,
 
 def auto_or(check, section: dict, key: str, name: str, **limits) -> Any:
     """"auto", or a value that passes `check`; a wrong one is named with both choices."""
-    if section.get(key) == AUTO:
+    if require(section, key, name) == AUTO:
         return AUTO
     try:
         return check(section, key, name, **limits)

@@ -51,10 +51,14 @@ _SQL_AT_LINE_START = re.compile(rf"^[ \t]*(?:[A-Za-z ]{{0,20}}:[ \t]*)?\(*(selec
 _LABEL_LINE = re.compile(r"[ \t]*[A-Za-z][A-Za-z ]{0,30}:")
 
 
-def build_prompt(schema_text: str, question: str) -> list[dict]:
-    """System and user messages asking for the SQL that answers question on this schema."""
-    user = f"Database schema:\n{schema_text}\n\nQuestion: {question.strip()}\nSQL:"
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+def build_prompt(schema_text: str, question: str, evidence: str = "",
+                 system_prompt: str = SYSTEM_PROMPT) -> list[dict]:
+    """System and user messages asking for the SQL that answers question on this schema; the
+    evidence (BIRD's hint, such as "eligible free rate = `Free Meal Count` / `Enrollment`"), when
+    given, comes on a line before the question."""
+    hint = f"Evidence: {' '.join(evidence.split())}\n" if evidence.strip() else ""
+    user = f"Database schema:\n{schema_text}\n\n{hint}Question: {question.strip()}\nSQL:"
+    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": user}]
 
 
 def has_chat_template(tokenizer) -> bool:
@@ -109,23 +113,23 @@ def _special_prefix(tokenizer) -> str:
     return ""
 
 
-def training_record(example: dict, schema_text: str) -> dict:
+def training_record(example: dict, schema_text: str, evidence: str = "") -> dict:
     """TRL conversational prompt-completion record for one Spider question."""
     return {
-        "prompt": build_prompt(schema_text, example["question"]),
+        "prompt": build_prompt(schema_text, example["question"], evidence),
         "completion": [{"role": "assistant", "content": clean_sql(example["query"])}],
         "db_id": example["db_id"],
         "question": example["question"],
     }
 
 
-def dev_record(index: int, example: dict, schema_text: str) -> dict:
+def dev_record(index: int, example: dict, schema_text: str, evidence: str = "") -> dict:
     """A question to predict; `gold` is its line in dev_gold.sql (line `index`, 0-based)."""
     return {
         "index": index,
         "db_id": example["db_id"],
         "question": example["question"],
-        "prompt": build_prompt(schema_text, example["question"]),
+        "prompt": build_prompt(schema_text, example["question"], evidence),
         "gold": one_line(example["query"]),
     }
 
@@ -145,6 +149,26 @@ def extract_sql(generation: str) -> str:
     if start is None:
         return ""
     return clean_sql(_first_statement(text[start:]))
+
+
+# texts that could follow a generation; what extract_sql takes from it is final when none changes it
+_CONTINUATIONS = ("x", " x", "\nx", "\n\nSELECT x")
+# where a statement may end (see _first_statement); a generation without one is not final
+_MAY_END = re.compile(r";|```|\n[ \t]*(?:\n|[A-Za-z][A-Za-z ]{0,30}:)")
+
+
+def sql_complete(generation: str) -> bool:
+    """Whether the SQL that `extract_sql` takes from a generation so far is final: it ends at a
+    ';', a blank line, a `Label:` line or a closed ``` block, so more text would not change it.
+    Generating can stop there instead of running on to its token limit, as a model that writes
+    prose after its SQL (a base model) does. A later ``` block holding other SQL is the one thing
+    such a stop leaves out; an unfinished `<think>` block is never final."""
+    if "<think>" in generation and "</think>" not in generation:
+        return False
+    if not _MAY_END.search(generation) and not any(token in generation for token in END_TOKENS):
+        return False  # the common case, decided without parsing
+    sql = extract_sql(generation)
+    return bool(sql) and all(extract_sql(generation + more) == sql for more in _CONTINUATIONS)
 
 
 def clean_sql(sql: str) -> str:

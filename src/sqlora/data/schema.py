@@ -43,10 +43,9 @@ def serialize_schema(db: dict, fmt: str) -> str:
 
 
 def schema_format_for(parameters: int) -> str:
-    """What `data.schema_format: auto` gives a model of this many parameters. Measured on Spider
-    (docs/RESULTS.md, "Repairing names"): with 2 candidates and today's repairs, CREATE TABLE
-    statements gained Qwen2.5-Coder-0.5B 1.7 points and SmolLM2-135M 0.4 (one training seed
-    each, within the spread between seeds); their longer prompts also cost time and memory."""
+    """What `data.schema_format: auto` gives a model of this many parameters: CREATE TABLE
+    statements above SMALL_MODEL_PARAMETERS, the compact format below, where the longer prompts
+    cost a small model time and memory for no measured gain."""
     return "compact" if parameters <= SMALL_MODEL_PARAMETERS else "ddl"
 
 

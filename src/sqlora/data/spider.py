@@ -36,7 +36,7 @@ def local_source(source: str) -> Path:
     path = Path(source).expanduser()
     if not path.exists():
         raise SqloraError(f"data.source: {source} does not exist "
-                          "(give a Spider zip, a Spider folder or an http(s) URL)")
+                          "(give a Spider zip or URL, or a folder: Spider's, BIRD's or your own)")
     return path
 
 
@@ -267,7 +267,9 @@ def validate_spider(folder: Path, source: str) -> None:
     missing = [name for name in REQUIRED if not present(name)]
     if missing:
         raise SqloraError(f"data.source: {source} is not a Spider release: no "
-                          f"{', '.join(missing)} at its top (or inside its single top folder)")
+                          f"{', '.join(missing)} at its top (or inside its single top folder); nor a "
+                          "folder of your own (train.jsonl or train.csv, database/), nor BIRD's layout "
+                          "(train/train.json, dev/dev.json)")
 
 
 # --- reading ----------------------------------------------------------------
@@ -283,7 +285,9 @@ def read_json(path: Path):
 
 
 def load_examples(path: Path) -> list[dict]:
-    """Questions of a Spider split (dev.json, train_spider.json): each has db_id, question, query."""
+    """Questions of a Spider split (dev.json, train_spider.json): each has db_id, question, query,
+    and `origin`, where it came from (kept from the source's file where fetch-db wrote one)."""
+    path = Path(path)
     examples = read_json(path)
     if not isinstance(examples, list):
         raise SqloraError(f"{path}: expected a list of questions")
@@ -291,6 +295,7 @@ def load_examples(path: Path) -> list[dict]:
         if not isinstance(example, dict) or not all(
                 isinstance(example.get(key), str) for key in ("db_id", "question", "query")):
             raise SqloraError(f"{path}: entry {i} lacks a db_id, question or query")
+        example.setdefault("origin", f"{path.name} entry {i}")
     return examples
 
 
@@ -302,9 +307,13 @@ def summary(spider_dir: Path) -> dict[str, int]:
     spider_dir = Path(spider_dir)
     databases = [p for p in (spider_dir / "database").iterdir()
                  if database_file(spider_dir, p.name).is_file()]
-    train = spider_dir / "train_spider.json"
+    # Spider's release names its training questions train_spider.json; the layout fetch-db
+    # writes for other sources, train.json (sqlora.data.layouts), where dev.json may be absent
+    train = next((path for path in (spider_dir / "train_spider.json", spider_dir / "train.json")
+                  if path.is_file()), None)
+    dev = spider_dir / "dev.json"
     return {
         "databases": len(databases),
-        "dev_questions": len(read_json(spider_dir / "dev.json")),
-        "train_questions": len(read_json(train)) if train.is_file() else 0,
+        "dev_questions": len(read_json(dev)) if dev.is_file() else 0,
+        "train_questions": len(read_json(train)) if train else 0,
     }

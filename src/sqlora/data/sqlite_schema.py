@@ -35,6 +35,11 @@ def natural_name(name: str) -> str:
     return " ".join(spaced.lower().split())
 
 
+def _quoted(name: str) -> str:
+    """A table name as a PRAGMA takes it, whatever it holds (spaces, quotes)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def read_schema(path: str | Path, db_id: str) -> dict:
     """The tables.json entry of one SQLite file; a file that is not SQLite, or has no tables, is
     an error that names it."""
@@ -54,7 +59,7 @@ def read_schema(path: str | Path, db_id: str) -> dict:
         index: dict[tuple[str, str], int] = {}
         for t, table in enumerate(tables):
             primary = []
-            for _, column, declared, _, _, pk in connection.execute(f'PRAGMA table_info("{table}")'):
+            for _, column, declared, _, _, pk in connection.execute(f"PRAGMA table_info({_quoted(table)})"):
                 index[(table.lower(), column.lower())] = len(entry["column_names_original"])
                 if pk:
                     primary.append((pk, index[(table.lower(), column.lower())]))
@@ -65,10 +70,10 @@ def read_schema(path: str | Path, db_id: str) -> dict:
             if keys:
                 entry["primary_keys"].append(keys[0] if len(keys) == 1 else keys)
         for table in tables:
-            for row in connection.execute(f'PRAGMA foreign_key_list("{table}")'):
+            for row in connection.execute(f"PRAGMA foreign_key_list({_quoted(table)})"):
                 referenced, column, referenced_column = row[2], row[3], row[4]
                 if not referenced_column:  # a reference to the referenced table's primary key
-                    pk = [r[1] for r in connection.execute(f'PRAGMA table_info("{referenced}")') if r[5]]
+                    pk = [r[1] for r in connection.execute(f"PRAGMA table_info({_quoted(referenced)})") if r[5]]
                     referenced_column = pk[0] if len(pk) == 1 else None
                 source = index.get((table.lower(), column.lower()))
                 target = index.get((referenced.lower(), (referenced_column or "").lower()))

@@ -13,6 +13,15 @@ replaced by ``1`` (``fill_placeholder``).  docs/EVALUATION.md tells the whole st
 ``evaluate_files`` judges several prediction files against one gold file in both modes (strict
 and plug-value) in one pass: each gold query runs once per database, each prediction once as
 written.  ``evaluate`` is the one-file, one-mode case.
+
+With ``metric="bird"`` a prediction is judged as BIRD's evaluator judges it: right when the set
+of its result rows equals the gold query's (rows as tuples, columns in their order, duplicates
+and row order ignored); both queries run as written (no DISTINCT dropped, no ``value``
+placeholder, no plug-value).
+
+Questions are grouped by Spider's hardness where Spider's rules read the gold query, and as
+``n/a`` where they do not (hardness.gold_hardness): those count in ``all`` and in their own
+``n/a`` group, which the scores hold only when there is such a question.
 """
 
 from __future__ import annotations
@@ -36,14 +45,18 @@ from pathlib import Path
 from ..core.errors import SqloraError, run_stage
 from ..core.files import write_text_atomic
 from ..core.progress import progress
+from ..data.layouts import BIRD, SOURCE_NAMES
 from ..sql.sandbox import DatabaseCache, Outcome, database_files, is_compile_error
 from ..sql.tokens import tokenize
-from .hardness import hardness
+from .hardness import NOT_RATED, gold_hardness, hardness
 from .plugvalue import DEFAULT_LIMIT, PlugSearch
 
 # Spider's hardness levels, and the levels scores are reported for
 LEVELS = ("easy", "medium", "hard", "extra")
 ALL_LEVELS = (*LEVELS, "all")
+# how predictions are judged: Spider's test-suite rules, or BIRD's (the sets of result rows equal)
+SPIDER_METRIC, BIRD_METRIC = "spider", "bird"
+METRICS = (SPIDER_METRIC, BIRD_METRIC)
 # The reference's placeholder rule, applied to every prediction before anything else
 # (test-suite-sql-eval, evaluation.py: ``p_str = p_str.replace("value", "1")``)
 PLACEHOLDER, PLACEHOLDER_FILL = "value", "1"
@@ -94,6 +107,16 @@ class Settings:
     plug_limit: int = DEFAULT_LIMIT
     # time for all substitutions of one question together; None: the query timeout, at least 1 s
     plug_seconds: float | None = None
+    metric: str = SPIDER_METRIC
+
+
+def resolve_metric(metric: str, layout: str) -> tuple[str, str]:
+    """eval.metric with `auto` resolved by the data's layout (sqlora.data.layouts): BIRD's
+    metric for data from BIRD's layout, Spider's for the rest; and what chose it."""
+    if metric in METRICS:
+        return metric, "eval.metric"
+    chosen = BIRD_METRIC if layout == BIRD else SPIDER_METRIC
+    return chosen, f"auto: data from {SOURCE_NAMES[layout]}"
 
 
 def evaluate(
@@ -105,6 +128,7 @@ def evaluate(
     keep_distinct: bool = False,
     timeout: float = 5.0,
     workers: int | None = None,
+    metric: str = SPIDER_METRIC,
 ) -> EvalResult:
     """Judge every prediction of pred_path against gold_path; see the module docstring.
 
@@ -122,6 +146,7 @@ def evaluate(
         keep_distinct=keep_distinct,
         timeout=timeout,
         workers=workers,
+        metric=metric,
     )
     return results[0][plug_value]
 
@@ -135,6 +160,7 @@ def evaluate_files(
     keep_distinct: bool = False,
     timeout: float = 5.0,
     workers: int | None = None,
+    metric: str = SPIDER_METRIC,
 ) -> list[dict[bool, EvalResult]]:
     """Judge several prediction files against one gold file, in each mode of plug_values
     (False: strict, True: plug-value), in one pass; see ``evaluate`` for the other arguments.
@@ -151,6 +177,10 @@ def evaluate_files(
     modes = tuple(dict.fromkeys(bool(mode) for mode in plug_values))
     if not modes:
         raise SqloraError("plug_values is empty: nothing to judge")
+    if metric not in METRICS:
+        raise SqloraError(f"metric {metric!r}: allowed values are {', '.join(METRICS)}")
+    if metric == BIRD_METRIC and True in modes:
+        raise SqloraError("plug-value is a rule of Spider's evaluation; BIRD's metric has none")
     db_dir = Path(db_dir)
     if not db_dir.is_dir():
         raise SqloraError(f"database folder not found: {db_dir}")
@@ -160,7 +190,7 @@ def evaluate_files(
         GoldQuestion(index, db_id, gold_sql, tuple(preds[index] for preds in predictions))
         for index, (gold_sql, db_id) in enumerate(golds)
     ]
-    settings = Settings(str(db_dir), keep_distinct=keep_distinct, timeout=float(timeout))
+    settings = Settings(str(db_dir), keep_distinct=keep_distinct, timeout=float(timeout), metric=metric)
     verdicts = judge_all(questions, settings, worker_count(workers), modes)
     skipped = [q for q, records in zip(questions, verdicts) if records and records[0][0].get("skipped")]
     if skipped:
@@ -328,7 +358,8 @@ def judge_question(
     """The records of each prediction (outer list) in each mode of modes (inner list; False:
     strict, True: plug-value), running the gold query once per database and each prediction
     once as written.  settings.plug_value is not used here: modes says it."""
-    level = hardness(question.gold)
+    level = gold_hardness(question.gold)
+    bird = settings.metric == BIRD_METRIC
 
     def record(pred: str, **fields) -> dict:
         return {
@@ -367,19 +398,19 @@ def judge_question(
     except sqlite3.Error as error:
         return fail_pending(f"database unreadable: {error}")
 
-    gold_sql = prepare_sql(question.gold, settings.keep_distinct)
+    gold_sql = question.gold if bird else prepare_sql(question.gold, settings.keep_distinct)
     golds: list[Outcome] = []
     for path in files:
-        outcome = databases.get(path).run(as_executed(gold_sql), timeout=settings.timeout)
+        outcome = databases.get(path).run(gold_sql if bird else as_executed(gold_sql), timeout=settings.timeout)
         if not outcome.ok:
             return fail_pending(f"gold failed: {outcome.error}")
         golds.append(outcome)
     order_matters = bool(ORDER_BY.search(gold_sql))
-    judge_query = _QueryJudge(files, golds, databases, order_matters=order_matters)
+    judge_query = _QueryJudge(files, golds, databases, order_matters=order_matters, row_sets=bird)
 
     for k in pending:
         pred = question.preds[k]
-        pred_sql = prepare_sql(fill_placeholder(pred), settings.keep_distinct)
+        pred_sql = pred if bird else prepare_sql(fill_placeholder(pred), settings.keep_distinct)
         written_error = judge_query(pred_sql, settings.timeout)
         records = []
         for plug_value in modes:
@@ -395,18 +426,23 @@ def judge_question(
 
 
 class _QueryJudge:
-    """Runs a query on each of a question's databases and compares with the gold results."""
+    """Runs a query on each of a question's databases and compares with the gold results: by
+    Spider's rules, or (row_sets) as BIRD does, the sets of rows equal."""
 
     def __init__(
-        self, files: list[Path], golds: list[Outcome], databases: DatabaseCache, *, order_matters: bool
+        self, files: list[Path], golds: list[Outcome], databases: DatabaseCache, *, order_matters: bool,
+        row_sets: bool = False,
     ):
         self.files = files
         self.golds = golds
         self.databases = databases
         self.order_matters = order_matters
+        self.row_sets = row_sets
 
     def __call__(self, sql: str, timeout: float) -> str | None:
         """None when sql's results equal the gold's on every database, else the reason."""
+        if self.row_sets:
+            return self._same_row_sets(sql, timeout)
         for path, gold in zip(self.files, self.golds):
             gold_rows = gold.rows or []
             outcome = self.databases.get(path).run(
@@ -427,6 +463,27 @@ class _QueryJudge:
             if not results_match(gold_rows, outcome.rows or [], self.order_matters):
                 return "wrong result"
         return None
+
+    def _same_row_sets(self, sql: str, timeout: float) -> str | None:
+        for path, gold in zip(self.files, self.golds):
+            gold_rows = gold.rows or []
+            outcome = self.databases.get(path).run(
+                sql, timeout=timeout, expected_columns=gold.columns if gold_rows else None)
+            if outcome.error == "wrong number of columns":
+                noun = "column" if outcome.columns == 1 else "columns"
+                return f"wrong result ({outcome.columns} {noun}, gold has {gold.columns})"
+            if not outcome.ok:
+                return outcome.error
+            if not rows_match_as_sets(gold_rows, outcome.rows or []):
+                return "wrong result"
+        return None
+
+
+def rows_match_as_sets(gold: list[tuple], pred: list[tuple]) -> bool:
+    """BIRD's equality of two results (its evaluation.py: set(predicted) == set(ground_truth)):
+    the same distinct rows, each row's values in the same column order; order and repeats of
+    rows do not matter."""
+    return set(gold) == set(pred)
 
 
 def _plug_values(gold_sql, pred_sql, error, judge_query, settings: Settings, record: dict) -> str | None:
@@ -538,14 +595,21 @@ def _column_order_exists(gold: list[tuple], pred: list[tuple], order_matters: bo
 
 
 def score(per_question: list[dict]) -> dict[str, dict[str, float]]:
-    """Count and execution accuracy per hardness level and over all judged questions."""
+    """Count and execution accuracy per hardness level and over all judged questions; the
+    NOT_RATED level only where some question has it."""
     scores = {}
     judged = [record for record in per_question if not record.get("skipped")]
-    for level in ALL_LEVELS:
+    for level in reported_levels({record["hardness"] for record in judged}):
         records = [r for r in judged if level == "all" or r["hardness"] == level]
         right = sum(record["exec"] for record in records)
         scores[level] = {"count": len(records), "exec": right / len(records) if records else 0.0}
     return scores
+
+
+def reported_levels(levels) -> tuple[str, ...]:
+    """The levels a score is reported for: Spider's four, then NOT_RATED where levels holds
+    it, then all."""
+    return (*LEVELS, *([NOT_RATED] if NOT_RATED in levels else []), "all")
 
 
 def format_table(result: EvalResult) -> str:
@@ -554,11 +618,12 @@ def format_table(result: EvalResult) -> str:
     def row(name: str, cells: list[str]) -> str:
         return (f"{name:20} " + " ".join(f"{cell:20}" for cell in cells)).rstrip()
 
+    levels = list(result.scores)
     lines = [
-        row("", list(ALL_LEVELS)),
-        row("count", [str(int(result.scores[level]["count"])) for level in ALL_LEVELS]),
+        row("", levels),
+        row("count", [str(int(result.scores[level]["count"])) for level in levels]),
         "=====================   EXECUTION ACCURACY     =====================",
-        row("execution", [f"{result.scores[level]['exec']:.3f}" for level in ALL_LEVELS]),
+        row("execution", [f"{result.scores[level]['exec']:.3f}" for level in levels]),
     ]
     return "\n".join(lines)
 
@@ -603,6 +668,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--per-question", metavar="OUT.jsonl", help="write one JSON line per question")
     parser.add_argument("--json", metavar="METRICS.json", help="write the scores as JSON")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per query (default 5)")
+    parser.add_argument("--metric", choices=METRICS, default=SPIDER_METRIC,
+                        help="spider: test-suite rules (default); bird: the sets of result rows equal")
     parser.add_argument(
         "--workers", type=int, default=None, help="processes (default or 0: CPU count; 1: none)"
     )
@@ -619,6 +686,7 @@ def main(argv: list[str] | None = None) -> None:
         keep_distinct=args.keep_distinct,
         timeout=args.timeout,
         workers=args.workers or None,
+        metric=args.metric,
     )
     print(format_table(result))
     if args.per_question:
@@ -629,6 +697,7 @@ def main(argv: list[str] | None = None) -> None:
             "plug_value": args.plug_value,
             "keep_distinct": args.keep_distinct,
             "timeout": args.timeout,
+            "metric": args.metric,
         }
         write_text_atomic(args.json, json.dumps(metrics(result, settings), indent=2) + "\n")
 

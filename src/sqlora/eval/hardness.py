@@ -73,6 +73,59 @@ class BlockShape:
     set_operation: str | None = None
 
 
+# The class of a query outside the SQL that Spider's parser reads (see `outside_spider_grammar`)
+NOT_RATED = "n/a"
+# Spider's grammar (process_sql.py): these functions, these operators, and plain JOIN only
+_SPIDER_OPERATORS = frozenset({"=", ">", "<", ">=", "<=", "!=", "+", "-", "*", "/"})
+_OUTSIDE_WORDS = frozenset({"case", "glob", "regexp", "escape", "collate"})
+_JOIN_KINDS = frozenset({"left", "right", "full", "inner", "cross", "natural", "outer"})
+# words that may stand before "(" in Spider's SQL: a subquery, a list, a nested condition
+_BEFORE_PARENTHESIS = frozenset({"select", "from", "where", "having", "on", "and", "or", "not", "in", "exists",
+                                 "as", "join", "by", "union", "intersect", "except", "between", "like", "is",
+                                 "distinct", "limit"})
+
+
+def gold_hardness(sql: str) -> str:
+    """Spider's hardness class of a gold query, or NOT_RATED where Spider's rules cannot read it."""
+    return NOT_RATED if outside_spider_grammar(sql) else hardness(sql)
+
+
+def outside_spider_grammar(sql: str) -> str | None:
+    """What puts a query outside the SQL Spider's parser (process_sql.py) reads, or None: a
+    first word other than SELECT (WITH, say), a function other than count, sum, avg, min and
+    max (CAST, IIF, SUBSTR, strftime, window functions), CASE, a join other than JOIN ... ON,
+    an operator other than comparisons and + - * / (||, %), a `quoted` or [bracketed] name,
+    LIMIT without a plain number or with OFFSET, more than one statement. Every gold query of
+    Spider's train and dev sets reads (BIRD's use CAST, CASE, IIF and `quoted names` often)."""
+    tokens = significant(tokenize(sql))
+    while tokens and tokens[-1].text == ";":
+        tokens.pop()
+    first = next((token for token in tokens if token.text != "("), None)
+    if first is None or first.low != "select":
+        return f"starts with {first.text.upper() if first else 'nothing'}, not SELECT"
+    for index, token in enumerate(tokens):
+        following = tokens[index + 1] if index + 1 < len(tokens) else None
+        if token.kind == "word":
+            if token.low in _OUTSIDE_WORDS:
+                return token.low.upper()
+            if token.low in _JOIN_KINDS and following is not None and following.low in ("join", "outer"):
+                return f"{token.low.upper()} JOIN"
+            if (following is not None and following.text == "(" and token.low not in AGGREGATES
+                    and token.low not in _BEFORE_PARENTHESIS):
+                return f"function {token.text}"
+            if token.low == "limit" and (following is None or following.kind != "number" or (
+                    index + 2 < len(tokens) and tokens[index + 2].text != ")"
+                    and tokens[index + 2].low not in SET_OPERATIONS)):
+                return "LIMIT other than a number"
+        elif token.kind == "op" and token.text not in _SPIDER_OPERATORS:
+            return f"operator {token.text}"
+        elif token.kind in ("ident", "other"):
+            return f"name {token.text}" if token.kind == "ident" else f"character {token.text}"
+        elif token.text == ";":
+            return "more than one statement"
+    return None
+
+
 def hardness(sql: str) -> str:
     """Spider's hardness class of a (gold) query: "easy", "medium", "hard" or "extra"."""
     shape = parse_shape(sql)

@@ -62,7 +62,7 @@ def describe_device() -> str:
                else f"it was built for CUDA {torch.version.cuda}, which this driver may not support")
         return (f"warning: an NVIDIA GPU is present ({gpu}) but torch {torch.__version__} cannot use it "
                 f"({why}); this stage runs on the CPU, many times slower. Install a CUDA build of torch "
-                "(README, 'Set up')")
+                "(docs/INSTALL.md)")
     return f"device: CPU (no CUDA GPU), torch {torch.__version__}"
 
 
@@ -103,6 +103,50 @@ def guard_attention_kernels() -> str | None:
             return ("cuDNN attention gave non-finite gradients on this GPU (pytorch/pytorch#196678); "
                     "training uses PyTorch's other attention kernels")
     return None
+
+
+def gpu_bytes_free(device) -> int | None:
+    """Bytes this process may still allocate on `device`: what the card has free and what torch
+    holds unused, within the SQLORA_GPU_MEMORY_GB cap; None on the CPU."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    free_on_card, total = torch.cuda.mem_get_info(index)
+    allocated, reserved = torch.cuda.memory_allocated(index), torch.cuda.memory_reserved(index)
+    fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)  # torch >= 2.5
+    if fraction is not None:
+        allowed = int(total * fraction(index))
+    else:
+        try:
+            allowed = min(total, int(float(os.environ[MEMORY_CAP_VARIABLE]) * 2**30))
+        except (KeyError, ValueError):
+            allowed = total
+    return max(0, min(free_on_card + reserved, allowed) - allocated)
+
+
+def watch_gpu_peak(device) -> int | None:
+    """Start measuring the peak of `device`'s allocated bytes; returns the bytes allocated now
+    (None on the CPU). `gpu_peak` then reads the peak."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    torch.cuda.reset_peak_memory_stats(device)
+    return torch.cuda.memory_allocated(device)
+
+
+def gpu_peak(device) -> int | None:
+    """The most bytes allocated on `device` since `watch_gpu_peak` (None on the CPU)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return torch.cuda.max_memory_allocated(device)
 
 
 def free_gpu_memory() -> None:

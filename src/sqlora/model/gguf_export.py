@@ -36,7 +36,7 @@ from ..core.files import file_sha256, replace_dir, staging_area
 from ..core.progress import progress
 from ..data.prompts import SYSTEM_PROMPT, build_prompt, chat_end_token_ids, has_chat_template, prompt_text
 from ..data.values import HINTS_HEADER
-from .loading import ADAPTER_RECORD, model_facts
+from .loading import ADAPTER_RECORD, model_facts, read_adapter_record
 
 GGUF_FILE = "model.gguf"
 MODELFILE = "Modelfile"
@@ -162,8 +162,8 @@ def gguf_source(base_dir: Path) -> Path | None:
 
 
 def export_gguf(model, tokenizer, base_dir: Path, adapter_dir: Path, out_dir: Path, wanted: GgufType) -> Path:
-    """Write `out_dir/model.gguf` and `out_dir/Modelfile` for the merged `model`, all or nothing.
-    `tokenizer` is the one the adapter was trained with."""
+    """Write `out_dir/model.gguf`, `out_dir/Modelfile` and the adapter's training record for the
+    merged `model`, all or nothing. `tokenizer` is the one the adapter was trained with."""
     source = gguf_source(base_dir)
     state = merged_state(model)
     if source is not None:
@@ -173,7 +173,7 @@ def export_gguf(model, tokenizer, base_dir: Path, adapter_dir: Path, out_dir: Pa
                                     base_name(base_dir))
     layout.fields += chat_fields(tokenizer) + [Field("general.file_type", int(wanted.file_type), V.UINT32)]
     tensors = plan_tensors(state, layout, model.config, wanted)
-    record = adapter_record(adapter_dir)
+    record = read_adapter_record(adapter_dir) or {}
     modelfile = modelfile_text(tokenizer, record, add_bos=field_value(layout, "tokenizer.ggml.add_bos_token"))
 
     size = file_size(layout, tensors)
@@ -191,6 +191,8 @@ def export_gguf(model, tokenizer, base_dir: Path, adapter_dir: Path, out_dir: Pa
         except OSError as error:
             raise SqloraError(f"cannot write {out_dir / GGUF_FILE}: {error.strerror or error}") from None
         (new / MODELFILE).write_text(modelfile, encoding="utf-8", newline="\n")
+        if record:
+            shutil.copyfile(Path(adapter_dir) / ADAPTER_RECORD, new / ADAPTER_RECORD)
         replace_dir(new, out_dir)
     return out_dir / GGUF_FILE
 
@@ -611,11 +613,6 @@ def base_name(base_dir: Path) -> str:
     source = model_facts(base_dir).get("source") or {}
     location = source.get("location") or str(base_dir)
     return Path(location).stem if source.get("kind") == "gguf" else location.rstrip("/\\").split("/")[-1]
-
-
-def adapter_record(adapter_dir: Path) -> dict:
-    path = Path(adapter_dir) / ADAPTER_RECORD
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 TEMPLATE_SYSTEM = "SQLORA-SYSTEM-PROMPT"

@@ -92,6 +92,19 @@ def model_source(model: ModelParams) -> ModelSource:
 def prepare_base_model(source: ModelSource, out_dir: Path, trust_remote_code: bool = False) -> Path:
     """Write the base model as a 16-bit safetensors folder with its tokenizer (once per source)."""
     import torch
+
+    model, tokenizer = load_source(source, torch.bfloat16, trust_remote_code=trust_remote_code)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    facts = {"source": source.__dict__, **folder_facts(out_dir)}
+    (out_dir / MODEL_FACTS).write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
+    return out_dir
+
+
+def load_source(source: ModelSource, dtype, *, trust_remote_code: bool = False, device: str | None = None):
+    """The model and tokenizer a source names, as saved (a GGUF file's weights dequantized), in
+    `dtype`, on `device` if given; a GGUF file is checked against its sha256 first."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quiet_library_bars()
@@ -109,16 +122,35 @@ def prepare_base_model(source: ModelSource, out_dir: Path, trust_remote_code: bo
     else:
         folder, model_kwargs = source.location, dict(kwargs)
         check_model_folder(Path(folder), trust_remote_code, tokenizer=True)
+    if device is not None:
+        model_kwargs["device_map"] = {"": device}
     with load_errors(source.location, "tokenizer", hub=source.kind == "hub"):
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
     with load_errors(source.location, "model", hub=source.kind == "hub"):
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16, **model_kwargs)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    facts = {"source": source.__dict__, **folder_facts(out_dir)}
-    (out_dir / MODEL_FACTS).write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
-    return out_dir
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **model_kwargs)
+    return model, tokenizer
+
+
+def read_adapter_record(model_dir: str | Path) -> dict | None:
+    """What training recorded beside an adapter (ADAPTER_RECORD: its base, quantization and
+    prompt format), kept in a model merged from it too; None where there is none."""
+    path = Path(model_dir) / ADAPTER_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SqloraError(f"{path}: not a readable training record ({first_line(error)})") from None
+    if not isinstance(record, dict):
+        raise SqloraError(f"{path}: not a training record (expected a JSON object)")
+    return record
+
+
+def context_length(model) -> int | None:
+    """The most tokens the model takes at once (its position embeddings), if its config says."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    length = getattr(config, "max_position_embeddings", None)
+    return length if isinstance(length, int) and length > 0 else None
 
 
 def model_facts(model_dir: str | Path) -> dict:
@@ -359,8 +391,7 @@ def require_base(adapter_dir: Path, base_dir: Path) -> None:
     base_dir = Path(base_dir)
     if (base_dir / "config.json").is_file() and any(base_dir.glob("*.safetensors")):
         return
-    record = Path(adapter_dir) / ADAPTER_RECORD
-    trained_on = json.loads(record.read_text(encoding="utf-8")).get("base") if record.is_file() else None
+    trained_on = (read_adapter_record(adapter_dir) or {}).get("base")
     hint = f" (it was trained on {trained_on})" if trained_on else ""
     raise SqloraError(f"{base_dir} holds no base model for the adapter {adapter_dir}{hint}: give the prepared base "
                       "folder with --base, or run the prepare-model stage")

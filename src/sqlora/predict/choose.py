@@ -34,14 +34,16 @@ def first_runnable(sqls: list[str], database: ReadOnlyDatabase, timeout: float =
 
 
 def choose_runnable(sqls: list[str], database: ReadOnlyDatabase, timeout: float = 2.0, *,
-                    repair: bool = True) -> Choice:
+                    repair: bool = True, run_query: Callable[[str], Outcome] | None = None) -> Choice:
     """As `first_runnable`; with `repair`, where no candidate runs and returns rows, the first
-    that does once its missing names are repaired (`repair_names`) comes next."""
+    that does once its missing names are repaired (`repair_names`) comes next. `run_query` runs
+    a query (default: on `database` within `timeout`); each distinct query runs once."""
     runs: dict[str, Outcome] = {}  # beams often repeat a query, and repairs often meet
+    run_query = run_query or (lambda sql: database.run(sql, timeout=timeout))
 
     def run(sql: str) -> Outcome:
         if sql not in runs:
-            runs[sql] = database.run(sql, timeout=timeout)  # an empty answer is refused before SQLite sees it
+            runs[sql] = run_query(sql)  # an empty answer is refused before SQLite sees it
         return runs[sql]
 
     outcomes = []

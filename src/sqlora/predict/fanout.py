@@ -62,10 +62,13 @@ def _predict_shard(model_dir, base_dir, quant, prompts, device, load, generation
         nonlocal first_batch
         first_batch = time.perf_counter()
 
-    with fused_rms_norms(model):
-        candidates = generate_candidates(model, tokenizer, prompts, on_first_batch=mark_first_batch, **generation)
     on_gpu = str(device).startswith("cuda")
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if on_gpu else None
+    peaks = [torch.cuda.max_memory_allocated(device)] if on_gpu else []  # loading's, then each batch's
+
+    with fused_rms_norms(model):
+        candidates = generate_candidates(model, tokenizer, prompts, on_first_batch=mark_first_batch,
+                                         on_batch=lambda report: peaks.append(report.peak_bytes), **generation)
+    peak = max(p for p in peaks if p is not None) / 2**20 if on_gpu else None
     return Prediction(candidates, loaded - started, time.perf_counter() - loaded, peak, first_batch - started,
                       dtype_name(dtype))
 

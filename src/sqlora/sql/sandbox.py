@@ -111,10 +111,17 @@ class Outcome:
     rows: list[tuple] | None = None
     columns: int = 0
     error: str | None = None
+    names: tuple[str, ...] = ()         # the result's column names
+    total_rows: int | None = None       # rows the query returned, where `run(keep=...)` kept fewer
+    truncated: bool = False             # rows holds the first max_rows rows of a longer result (run(truncate=True))
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def row_count(self) -> int:
+        return len(self.rows or ()) if self.total_rows is None else self.total_rows
 
 
 def statement_problem(sql: str) -> str | None:
@@ -258,12 +265,16 @@ class ReadOnlyDatabase:
         max_rows: int = DEFAULT_MAX_ROWS,
         max_bytes: int = DEFAULT_MAX_BYTES,
         expected_columns: int | None = None,
+        keep: int | None = None,
+        truncate: bool = False,
     ) -> Outcome:
         """Run one query within the limits.
 
-        More than max_rows rows gives the error "too many rows"; expected_columns, when given,
+        More than max_rows rows gives the error "too many rows", or with truncate the first
+        max_rows rows and ``truncated``; expected_columns, when given,
         stops a query with another number of result columns before it fetches anything (error
-        "wrong number of columns").
+        "wrong number of columns"). With `keep`, only the first `keep` rows are kept and the
+        others are counted (`Outcome.total_rows`) instead of refused: the timeout bounds them.
         """
         problem = statement_problem(sql)
         if problem is not None:
@@ -274,22 +285,29 @@ class ReadOnlyDatabase:
         cursor = None
         try:
             cursor = self._connection.execute(sql)
-            columns = len(cursor.description or ())
+            names = tuple(d[0] for d in cursor.description or ())
+            columns = len(names)
             if expected_columns is not None and columns != expected_columns:
-                return Outcome(columns=columns, error="wrong number of columns")
+                return Outcome(columns=columns, error="wrong number of columns", names=names)
             rows: list[tuple] = []
-            size = 0
+            size = total = 0
             while True:
                 batch = cursor.fetchmany(FETCH_BATCH)
                 if not batch:
                     break
+                total += len(batch)
+                if keep is not None:
+                    batch = batch[: max(0, keep - len(rows))]
+                elif total > max_rows:
+                    if truncate:
+                        rows.extend(batch[: max_rows - len(rows)])
+                        return Outcome(rows=rows, columns=columns, names=names, truncated=True)
+                    return Outcome(columns=columns, error="too many rows", names=names)
                 rows.extend(batch)
-                if len(rows) > max_rows:
-                    return Outcome(columns=columns, error="too many rows")
                 size += sum(_cell_size(value) for row in batch for value in row)
                 if size > max_bytes:
-                    return Outcome(columns=columns, error="result too large")
-            return Outcome(rows=rows, columns=columns)
+                    return Outcome(columns=columns, error="result too large", names=names)
+            return Outcome(rows=rows, columns=columns, names=names, total_rows=total if keep is not None else None)
         except (sqlite3.Error, sqlite3.Warning) as error:
             return Outcome(error=self._reason(error))
         except MemoryError:
@@ -336,8 +354,9 @@ class ReadOnlyDatabase:
         return f"execution error: {_shorten(message)}"
 
 
-def database_uri(path: str | PurePath) -> str:
-    """The read-only, immutable ``file:`` URI of an absolute path.
+def database_uri(path: str | PurePath, *, immutable: bool = True) -> str:
+    """The read-only, immutable ``file:`` URI of an absolute path (`immutable` False: read-only
+    only, so that SQLite takes its locks).
 
     ``Path.as_uri()`` writes a Windows network path ``\\\\server\\share\\x.sqlite`` as
     ``file://server/share/x.sqlite``, a URI with a host, which SQLite refuses; with an empty host
@@ -347,12 +366,66 @@ def database_uri(path: str | PurePath) -> str:
     uri = path.as_uri()
     if is_network_path(path):
         uri = "file:////" + uri[len("file://") :]
-    return uri + "?mode=ro&immutable=1"
+    return uri + ("?mode=ro&immutable=1" if immutable else "?mode=ro")
 
 
 def is_network_path(path: PurePath) -> bool:
     """True for a Windows network path (UNC: ``\\\\server\\share\\...``)."""
     return path.drive[:2] in ("\\\\", "//")
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+LOCK_WAIT_S = 1.0
+
+
+def is_wal_database(path: str | Path) -> bool:
+    """True for a SQLite file in WAL mode (its header's read and write versions are 2)."""
+    with open(path, "rb") as file:
+        header = file.read(20)
+    return header.startswith(SQLITE_HEADER) and header[18:20] == b"\x02\x02"
+
+
+def lock_problem(path: str | Path) -> str | None:
+    """Why a database cannot be read as committed just now, or None.
+
+    An immutable connection takes no locks: it would read a file halfway through another
+    program's write. So a database in rollback-journal mode is read once through a plain read-only
+    connection, which waits LOCK_WAIT_S for a shared lock: a writer that holds the database
+    locked longer, or a hot journal that a cut-off write left beside it (only a connection that
+    may write can roll it back), is a problem. That connection creates no file and writes
+    nothing. A WAL database is not probed: writers never block its readers, and a read-only
+    connection would create its -wal and -shm files.
+    """
+    path = Path(path)
+    try:
+        if not path.is_file() or is_wal_database(path):
+            return None
+        connection = sqlite3.connect(database_uri(path.resolve(), immutable=False), uri=True, timeout=LOCK_WAIT_S)
+    except (OSError, sqlite3.Error):
+        return None  # unreadable: reading the schema says why
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as error:
+        message = str(error).lower()
+        if "locked" in message or "busy" in message:
+            return "another program holds it locked while writing to it; try again when it is done"
+        if "readonly" in message or "read-only" in message:
+            return (f"a write to it was cut off and left {path.name}-journal beside it; open the database once "
+                    "with the program that wrote it, or the sqlite3 shell, to roll that write back")
+    except sqlite3.Error:
+        pass  # not a database, or a damaged one: reading the schema says so
+    finally:
+        connection.close()
+    return None
+
+
+def unread_wal(path: str | Path) -> bool:
+    """True for a WAL database with a non-empty -wal file beside it: committed changes that are
+    not in the database file yet may be there, and an immutable connection does not read them."""
+    path = Path(path)
+    wal = path.with_name(path.name + "-wal")
+    return is_wal_database(path) and wal.is_file() and wal.stat().st_size > 0
 
 
 def is_compile_error(reason: str | None) -> bool:

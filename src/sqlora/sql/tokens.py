@@ -8,8 +8,7 @@ plugvalue, hardness).
 
 The reference evaluator tokenizes with sqlparse for plug-value; on the 9,693 gold queries of
 Spider's train and dev sets both give the same literal slots except where sqlparse's regexes
-misread names (a column ``f1`` counts as a number) or glue a minus sign to a number, and this one
-is more than 50 times faster (docs/EVALUATION.md).
+misread names (a column ``f1`` counts as a number) or glue a minus sign to a number.
 """
 
 from __future__ import annotations

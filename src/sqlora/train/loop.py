@@ -30,7 +30,7 @@ from .weights import prepare_weights
 MAX_ROLLBACKS = 3
 ROLLBACK_LR_FACTOR = 0.5
 # keys of `TrainResult.metrics`: what `dvc exp show` compares runs by
-METRIC_KEYS = ("final_loss", "mean_loss", "runtime_s", "tokens_per_s", "peak_memory_mb", "base_weights_mb")
+METRIC_KEYS = ("final_loss", "runtime_s", "tokens_per_s", "peak_memory_mb")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,13 +114,13 @@ def train_lora(model, tokenizer, rows: list[dict], train: TrainParams, lora_conf
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     metrics = {
         "final_loss": finite_or_none(losses[-1]) if losses else None,
-        "mean_loss": finite_or_none(sum(losses) / len(losses)) if losses else None,
         "runtime_s": round(runtime, 2),
         "tokens_per_s": round(tokens / runtime, 1) if runtime else 0.0,
         "peak_memory_mb": round(peak_memory_mb(), 1),
-        "base_weights_mb": round(held.base_weights_mb, 1),
     }
     details = {
+        "mean_loss": finite_or_none(sum(losses) / len(losses)) if losses else None,
+        "base_weights_mb": round(held.base_weights_mb, 1),
         "compute_dtype": dtype_name(dtype),
         "learning_rate": train.learning_rate,
         "epochs": train.epochs,

@@ -23,14 +23,11 @@ class SizeSchedule:
     float32_norms: bool
 
 
-# Measured on Spider (docs/RESULTS.md, "Models"): a 135M model needs a high rate and many epochs
-# to learn SQL at all; a 0.5B code model already writes SQL, and that schedule over-fits it
-# (final loss 0.007, 2 points over its base, where 2e-4 for 2 epochs gained 21). Both train
-# 1.5-1.7x faster on their dequantized weights with norms in the compute dtype, and scored within
-# the run-to-run spread of the slower recipe (five seeds each for the small model; the 0.5B model,
-# 630M parameters as loaded, also at 5.5 GiB: docs/RESULTS.md, "Training speed"). Larger models
-# keep QLoRA as PEFT prepares it: the 16-bit copy costs 1.5 bytes a weight more, untried on a
-# 6 GB card past 1B parameters.
+# A 135M model needs a high rate and many epochs to learn SQL at all; a 0.5B code model already
+# writes SQL and over-fits that schedule. Up to 1B parameters the 4-bit weights are held as 16-bit
+# numbers with norms in the compute dtype: faster, and within the run-to-run spread of PEFT's
+# recipe (docs/RESULTS.md, "Training speed"). Larger models keep QLoRA as PEFT prepares it: the
+# 16-bit copy costs 1.5 bytes a weight more, untried on a 6 GB card past 1B parameters.
 SIZE_SCHEDULES = (
     SizeSchedule(max_parameters=SMALL_MODEL_PARAMETERS, learning_rate=1e-3, epochs=6, dequantize=True,
                  float32_norms=False),
