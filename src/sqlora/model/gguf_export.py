@@ -20,6 +20,7 @@ weight whose rows hold whole 32-value blocks and keeps the others F16, as conver
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 from collections.abc import Callable
@@ -392,6 +393,7 @@ def tokenizer_fields(tokenizer, folders: list[Path], vocab_size: int, arch: str)
 def bpe_fields(tokenizer, folders: list[Path], vocab_size: int) -> list[Field]:
     pre_tokenizer = pre_tokenizer_name(tokenizer)
     merges_from = next((folder for folder in folders if (folder / "tokenizer.json").is_file()), None)
+    logging.getLogger("gguf.vocab").setLevel(logging.ERROR)  # its notes on post-processors concern no merge
     merges = gguf.SpecialVocab(merges_from, load_merges=True).merges if merges_from else []
     if not merges:
         raise SqloraError("the tokenizer has no BPE merges (tokenizer.json) to write to GGUF")
@@ -612,7 +614,7 @@ def tokenizer_folders(adapter_dir: Path, base_dir: Path) -> list[Path]:
 def base_name(base_dir: Path) -> str:
     source = model_facts(base_dir).get("source") or {}
     location = source.get("location") or str(base_dir)
-    return Path(location).stem if source.get("kind") == "gguf" else location.rstrip("/\\").split("/")[-1]
+    return Path(location).stem if source.get("kind") == "gguf" else Path(location).name
 
 
 TEMPLATE_SYSTEM = "SQLORA-SYSTEM-PROMPT"
