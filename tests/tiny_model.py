@@ -67,19 +67,21 @@ def base_tokenizer(tokenizer=None):
     return tokenizer
 
 
-def build_tiny_base_model(out: Path, tokenizer=None, seed: int = 0) -> Path:
-    """A tiny random Gemma3-style causal LM (`gemma3_text`) with a template-less base tokenizer."""
+def build_tiny_base_model(out: Path, tokenizer=None, seed: int = 0, **config_changes) -> Path:
+    """A tiny random Gemma3-style causal LM (`gemma3_text`) with a template-less base tokenizer;
+    `config_changes` override its config's settings."""
     import torch
     from transformers import AutoModelForCausalLM, Gemma3TextConfig
 
     tokenizer = base_tokenizer(tokenizer)
     torch.manual_seed(seed)
-    config = Gemma3TextConfig(
+    settings = dict(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
         sliding_window=64, layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id)
+    config = Gemma3TextConfig(**{**settings, **config_changes})
     model = AutoModelForCausalLM.from_config(config)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

@@ -385,6 +385,18 @@ def tokenizer_dir(adapter_dir: Path, base_dir: Path) -> Path:
     return adapter_dir if (Path(adapter_dir) / "tokenizer_config.json").is_file() else base_dir
 
 
+def require_base(adapter_dir: Path, base_dir: Path) -> None:
+    """An adapter's base folder must hold a model (config.json and weights): one error naming the
+    base the adapter was trained on otherwise."""
+    base_dir = Path(base_dir)
+    if (base_dir / "config.json").is_file() and any(base_dir.glob("*.safetensors")):
+        return
+    trained_on = (read_adapter_record(adapter_dir) or {}).get("base")
+    hint = f" (it was trained on {trained_on})" if trained_on else ""
+    raise SqloraError(f"{base_dir} holds no base model for the adapter {adapter_dir}{hint}: give the prepared base "
+                      "folder with --base, or run the prepare-model stage")
+
+
 def merged_model(adapter_dir: Path, base_dir: Path, quant: QuantParams, *, trust_remote_code: bool = False,
                  device: str | None = None):
     """Base + adapter as one plain transformers model (no PEFT, no bitsandbytes)."""
