@@ -370,20 +370,27 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_order(tiny_models, monkeyp
 
 def test_after_running_out_of_memory_batches_stay_within_batch_size(tiny_models, monkeypatch):
     """Memory for one long prompt holds many short ones, but never more than batch_size at once."""
+    from sqlora.predict.batching import BatchShape, model_sizes, prompt_bytes
+
     model, tokenizer = load(tiny_models["qwen2"])
-    prompts = [build_prompt(SCHEMA, "How many singers?" + " Really." * 400)]
+    prompts = [build_prompt(SCHEMA, "How many singers?" + " Really." * 2000)]
     prompts += [build_prompt(SCHEMA, f"How many singers are {n}?") for n in range(11)]
-    new_tokens = 2
+    new_tokens, sizes_of_model = 2, model_sizes(model)
+
+    def batch_bytes(prompt_count: int, prompt_tokens: int) -> int:
+        shape = BatchShape(prompt_tokens, prompt_tokens + new_tokens - 1, new_tokens)
+        return prompt_count * prompt_bytes(sizes_of_model, shape)
+
     texts = [prompt_text(tokenizer, p) + "SELECT" for p in prompts]
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-    memory = max(lengths) + new_tokens  # one long prompt fits
-    assert memory // (max(lengths[1:]) + new_tokens) > 4  # and more than batch_size short ones
+    memory = batch_bytes(1, max(lengths))  # one long prompt fits
+    assert memory // batch_bytes(1, max(lengths[1:])) > 4  # and more than batch_size short ones
     original, sizes = model.generate, []
 
     def generate_within_memory(*args, **kwargs):
         ids = kwargs["input_ids"]
         sizes.append(ids.shape[0])
-        if ids.shape[0] * (ids.shape[1] + new_tokens) > memory:
+        if batch_bytes(*ids.shape) > memory:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return original(*args, **kwargs)
 
