@@ -17,6 +17,7 @@ from sqlora.core.errors import SqloraError, run_stage
 from sqlora.core.files import replace_dir, staging_area
 from sqlora.core.params import Params
 from sqlora.eval.report import (
+    DISTINCT_DROPPED,
     answers_of,
     facts_of,
     join_questions,
@@ -26,6 +27,7 @@ from sqlora.eval.report import (
     read_gold,
     read_jsonl,
     render_page,
+    scored_by_spider,
     title_of,
 )
 
@@ -101,13 +103,14 @@ def main() -> None:
     questions = join_questions(facts_of(per_question, gold, generations[after]),
                                answers_of(per_question, generations[before], before),
                                answers_of(per_question, generations[after], after))
-    previews = preview_results(questions, args.db)
+    spider = scored_by_spider(per_question)
+    previews = preview_results(questions, args.db, drop_distinct=spider)
     intro = (f'<p class="intro">{len(questions)} questions; each model\'s SQL is the candidate it kept. '
              "Compare two runs question by question with <code>sqlora compare A B</code>, which writes "
              '<a href="../compare/index.html">outputs/compare/index.html</a>.</p>'
              + parameters_html(main_parameters(params, resolved)))
     page = render_page("sqlora run report", questions, labels=(title_of(before), title_of(after)), intro=intro,
-                       previews=previews)
+                       previews=previews, preview_note=DISTINCT_DROPPED if spider else "")
 
     with staging_area(args.out) as staging:
         new = staging / args.out.name

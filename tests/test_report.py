@@ -143,3 +143,25 @@ def test_error_kinds(error, kind):
 def test_outcomes():
     assert [outcome(b, a) for b, a in ((1, 0), (0, 1), (1, 1), (0, 0))] == ["broken", "fixed", "both-right",
                                                                           "both-wrong"]
+
+
+def read_per_question(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_results_show_the_rows_the_verdict_compared(run):
+    """Spider's metric drops DISTINCT from both queries: the page runs them the same way, and says so."""
+    from sqlora.eval.report import DISTINCT_DROPPED, run_preview, scored_by_spider
+    from sqlora.sql.sandbox import DatabaseCache
+
+    database = run["db"] / "concert" / "concert.sqlite"
+    sql = "SELECT DISTINCT country FROM singer ORDER BY country"
+    with DatabaseCache() as databases:
+        as_compared = run_preview(databases, database, sql, drop_distinct=True)
+        as_written = run_preview(databases, database, sql)
+    assert len(as_compared.rows) == 5 and as_compared.more  # one row per singer: 6
+    assert len(set(as_written.rows)) == len(as_written.rows) < 5
+    assert Page(run["page"].read_text(encoding="utf-8")).data["previewNote"] == DISTINCT_DROPPED
+    # BIRD's metric compares the results as written: no plug-value verdicts, nothing dropped
+    assert not scored_by_spider([{"index": 0, "finetuned_exec": 1, "finetuned_exec_error": None}])
+    assert scored_by_spider(read_per_question(run["per_question"]))

@@ -31,6 +31,7 @@ from sqlora.core.errors import SqloraError, run_stage
 from sqlora.core.files import write_text_atomic
 from sqlora.eval.accuracy import ALL_LEVELS
 from sqlora.eval.report import (
+    DISTINCT_DROPPED,
     MODE_TITLES,
     MODES,
     OUTCOMES,
@@ -48,6 +49,7 @@ from sqlora.eval.report import (
     read_gold,
     read_jsonl,
     render_page,
+    scored_by_spider,
     title_of,
 )
 
@@ -246,7 +248,7 @@ def text_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def page(questions: list[Question], result: dict, previews: dict, report: str | None) -> str:
+def page(questions: list[Question], result: dict, previews: dict, report: str | None, spider: bool = True) -> str:
     """The comparison as a page; report: a link to the workspace's report page, where there is one."""
     from html import escape
 
@@ -258,7 +260,8 @@ def page(questions: list[Question], result: dict, previews: dict, report: str | 
              + (f' The workspace\'s report: <a href="{escape(report)}">{REPORT}</a>.' if report else "") + "</p>"
              + (f'<ul class="intro">{changes}</ul>' if changes else ""))
     ordered = broken_first(questions)
-    return render_page("sqlora compare", ordered, labels=("A", "B"), intro=intro, previews=previews)
+    return render_page("sqlora compare", ordered, labels=("A", "B"), intro=intro, previews=previews,
+                       preview_note=DISTINCT_DROPPED if spider else "")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -284,10 +287,11 @@ def run_compare(args: argparse.Namespace) -> None:
         raise SqloraError(f"{a.label} and {b.label} share no question (were they run on the same data?)")
     result = summary(questions, a, b, args.model, args.mode, unshared, changed_params(a, b))
     changed = [q for q in questions if q.before.right(args.mode) != q.after.right(args.mode)]
-    previews = preview_results(changed, args.db) if args.db.is_dir() else {}
+    spider = scored_by_spider(read_jsonl(b.read(PER_QUESTION) or ""))
+    previews = preview_results(changed, args.db, drop_distinct=spider) if args.db.is_dir() else {}
     report = root / REPORT
     link = Path(os.path.relpath(report, args.html.resolve().parent)).as_posix() if report.is_file() else None
-    write_text_atomic(args.html, page(questions, result, previews, link))
+    write_text_atomic(args.html, page(questions, result, previews, link, spider))
     result["html"] = str(args.html)
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))

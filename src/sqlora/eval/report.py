@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..core.progress import progress
 from ..sql.sandbox import DatabaseCache, database_files, is_compile_error
-from .accuracy import ALL_LEVELS, LEVELS, as_executed
+from .accuracy import ALL_LEVELS, LEVELS, as_executed, prepare_sql
 
 MODES = ("exec", "plug")  # per_question.jsonl's {name}_{mode}: strict, then plug-value
 MODE_TITLES = {"exec": "strict", "plug": "plug-value"}
@@ -108,6 +108,11 @@ def read_gold(text: str) -> list[tuple[str, str]]:
     while lines and not lines[-1].strip():
         lines.pop()
     return [(sql.strip(), db_id.strip()) for sql, _, db_id in (line.rpartition("\t") for line in lines)]
+
+
+def scored_by_spider(per_question: Sequence[dict]) -> bool:
+    """Whether Spider's metric judged these results (it has a plug-value verdict; BIRD's has none)."""
+    return any(key.endswith("_plug") for row in per_question[:1] for key in row)
 
 
 def model_names(per_question: Sequence[dict]) -> list[str]:
@@ -233,14 +238,18 @@ def _cell(value) -> str:
     return text if len(text) <= PREVIEW_CELL_CHARS else text[: PREVIEW_CELL_CHARS - 1] + "…"
 
 
-def run_preview(databases: DatabaseCache, path: Path, sql: str, written_error: str | None = None) -> Preview:
+def run_preview(databases: DatabaseCache, path: Path, sql: str, written_error: str | None = None,
+                drop_distinct: bool = False) -> Preview:
     """Run sql for a preview; an answer whose error comes from its text, or that ran out of time
-    when it was judged, is not run again."""
+    when it was judged, is not run again. `drop_distinct`: run it without DISTINCT, as Spider's
+    metric compares results, so that the rows shown are the rows the verdict compared."""
     if not sql.strip():
         return Preview(error="no SQL")
     if written_error is not None and (is_compile_error(written_error) or written_error == "timeout" or
                                       written_error.startswith(("empty prediction", "refused", SKIPPED))):
         return Preview(error=written_error)
+    if drop_distinct:
+        sql = prepare_sql(sql, keep_distinct=False)
     outcome_ = databases.get(path).run(as_executed(sql), timeout=PREVIEW_TIMEOUT, max_rows=PREVIEW_ROWS,
                                        truncate=True)
     if not outcome_.ok:
@@ -249,25 +258,31 @@ def run_preview(databases: DatabaseCache, path: Path, sql: str, written_error: s
                    more=outcome_.truncated)
 
 
-def preview_results(questions: Sequence[Question], db_dir: str | Path) -> dict[int, dict]:
+def preview_results(questions: Sequence[Question], db_dir: str | Path, drop_distinct: bool = False) -> dict[int, dict]:
     """{index: {"gold", "before", "after": preview}} from each question's main database, read-only
-    and with a short timeout; questions whose database is missing get none."""
+    and with a short timeout; questions whose database is missing get none. `drop_distinct`: as
+    `run_preview`, for results scored by Spider's metric."""
     previews = {}
     with DatabaseCache() as databases, progress(total=len(questions), desc="results", unit="q") as bar:
         for question in questions:
             files = database_files(db_dir, question.db_id)
             if files:
                 previews[question.index] = {
-                    "gold": run_preview(databases, files[0], question.gold).as_json(),
-                    "before": run_preview(databases, files[0], question.before.sql,
-                                          question.before.errors[0]).as_json(),
-                    "after": run_preview(databases, files[0], question.after.sql,
-                                         question.after.errors[0]).as_json()}
+                    "gold": run_preview(databases, files[0], question.gold,
+                                        drop_distinct=drop_distinct).as_json(),
+                    "before": run_preview(databases, files[0], question.before.sql, question.before.errors[0],
+                                          drop_distinct=drop_distinct).as_json(),
+                    "after": run_preview(databases, files[0], question.after.sql, question.after.errors[0],
+                                         drop_distinct=drop_distinct).as_json()}
             bar.update(1)
     return previews
 
 
 # ----------------------------------------------------------------------------- the page
+
+DISTINCT_DROPPED = ("Run without DISTINCT, as Spider's metric compares the results (the reference evaluator "
+                    "drops it from both queries).")
+
 
 def _e(text) -> str:
     return html.escape(str(text), quote=True)
@@ -364,10 +379,13 @@ def _script_json(data) -> str:
 
 
 def render_page(title: str, questions: Sequence[Question], *, labels: tuple[str, str], intro: str = "",
-                previews: dict[int, dict] | None = None, summary_tables: bool = True) -> str:
-    """The whole page. intro: HTML put under the title (the run's parameters, links)."""
+                previews: dict[int, dict] | None = None, summary_tables: bool = True,
+                preview_note: str = "") -> str:
+    """The whole page. intro: HTML put under the title (the run's parameters, links); preview_note:
+    a line under each question's results (how they were run)."""
     tables = accuracy_table(questions, labels) + (outcome_table(questions, labels) if summary_tables else "")
-    data = {"labels": list(labels), "previews": {str(k): v for k, v in (previews or {}).items()}}
+    data = {"labels": list(labels), "previews": {str(k): v for k, v in (previews or {}).items()},
+            "previewNote": preview_note}
     rows = "".join(question_html(question, labels) for question in questions)
     return (
         "<!DOCTYPE html>\n"
@@ -413,6 +431,7 @@ section.q header{margin-bottom:.3em}.idx{color:#888}.db{font-family:monospace;co
 details.results summary{cursor:pointer;color:#2b6cb0;font-size:.9em;margin-top:.3em}
 .previews{display:grid;grid-template-columns:repeat(3,minmax(0,1fr));gap:.6em;margin-top:.3em}
 .previews table{border-collapse:collapse;font-size:.85em;font-family:monospace}
+.preview-note{margin:.2em 0 0;font-size:.85em;color:#666}
 .previews td{border:1px solid #ddd;padding:0 .3em;vertical-align:top}.previews p{margin:0;font-size:.85em;color:#666}
 """
 
@@ -510,6 +529,12 @@ SCRIPT = r"""
       grid.appendChild(previewHtml(data.labels[1], preview.after));
     }
     details.appendChild(grid);
+    if (preview && data.previewNote) {
+      var caption = document.createElement("p");
+      caption.className = "preview-note";
+      caption.textContent = data.previewNote;
+      details.appendChild(caption);
+    }
   }, true);
   update();
 }());

@@ -1,9 +1,10 @@
 """The dtype a model computes in, and a check that float16 holds its activations.
 
-float16 reaches only 65,504. Some models' activations grow past that: Gemma-3-270M's residual
-stream reaches about 100,000 on a Spider prompt (layer 7 of 18 overflows in float16), while
-SmolLM2-135M's stays under 25,000 and Qwen2.5-Coder-0.5B's under 2,200. Such a model computes in
-float32 on a card without bfloat16 (`float16_overflow` says where it overflowed).
+float16 reaches only 65,504. Some models' activations grow past that: on Spider dev prompts
+Gemma-3-270M's residual stream reaches about 104,000 (not finite in float16 from layer 8 of 18
+on), while SmolLM2-135M's stays under 25,000 and Qwen2.5-Coder-0.5B's under 2,200
+(`benchmarks/float16_range.py`, docs/RESULTS.md). Such a model computes in float32 on a card
+without bfloat16 (`float16_overflow` says where it overflowed).
 """
 
 from __future__ import annotations
