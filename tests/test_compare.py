@@ -16,6 +16,7 @@ from dvc_project import dvc, git
 from report_fixtures import QUESTIONS, build_run
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.timeout(300)  # the fixtures run dvc repro
 # B's fine-tuned answers: question 0 broken (a table that does not exist), question 1 fixed
 B_FINETUNED = [f for _, _, f in QUESTIONS]
 B_FINETUNED[0], B_FINETUNED[1] = "SELECT count(*) FROM singers", "SELECT name, age FROM singer"

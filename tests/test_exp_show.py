@@ -17,6 +17,7 @@ import yaml
 from dvc_project import dvc, dvc_env, git
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.timeout(300)  # the fixture runs dvc repro and three dvc exp runs
 EXPERIMENTS = ("lora.r=8", "lora.r=16", "lora.r=32")
 # what people compare runs by: these and nothing else are DVC metrics
 METRICS = {"final_loss", "runtime_s", "tokens_per_s", "peak_memory_mb", "base_predict_s", "base_predict_peak_mb",

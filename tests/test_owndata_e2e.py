@@ -8,9 +8,12 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from dvc_project import QUICK, dvc, new_project
 from tiny_model import build_tiny_model
 from tiny_owndata import BIRD_DEV, FAILING_GOLD, OWN_QUESTIONS, build_own_data, build_tiny_bird, snapshot
+
+pytestmark = pytest.mark.timeout(900)  # whole dvc repro runs, as in test_pipeline_e2e.py
 
 ALL_STAGES = {"fetch-db", "preprocess", "prepare-model", "quantize-and-train", "predict@base",
               "predict@finetuned", "evaluate", "report"}
