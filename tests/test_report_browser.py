@@ -76,10 +76,14 @@ def test_filters_change_the_rows_shown_and_the_counts(browser):
 
 
 def test_results_open_on_demand(browser):
+    from selenium.webdriver.support.ui import WebDriverWait
+
     row = by_css(browser, 'section.q[data-question="0"]')[0]
     assert not row.find_elements("css selector", ".previews")  # drawn only when opened
     row.find_element("css selector", "details.results summary").click()
-    boxes = row.find_elements("css selector", ".previews > div")
+    # the page draws the results on the details' toggle event, which the browser fires after the click
+    boxes = WebDriverWait(browser, 10).until(lambda _: row.find_elements("css selector", ".previews > div"))
     assert [box.find_element("css selector", "h4").text for box in boxes] == ["gold", "base", "fine-tuned"]
     assert boxes[0].find_element("css selector", "td").text == "6"
     assert "no such table: singers" in boxes[1].text
+    assert "without DISTINCT" in row.find_element("css selector", ".preview-note").text
