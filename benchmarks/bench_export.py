@@ -4,7 +4,8 @@ same questions answered by each GGUF file, read back by transformers' GGUF loade
 
 Exports base + adapter as each type (sqlora.model.gguf_export, as `stages/export.py --gguf` does),
 decodes the first --limit dev questions greedily, one at a time, with predict's answer prefix and
-end tokens, and prints per path: answers identical to the merged model's, execution accuracy, and
+end tokens (also with the merged model's 2-D weights rounded to float16, what an f16 file holds),
+and prints per path: answers identical to the merged model's, execution accuracy, and
 answer tokens per second (prompt included); then each question whose SQL differs, and whether each
 side's SQL is right. llama.cpp is given the prompt's token ids from the transformers tokenizer (the
 same input); how often its own tokenizer splits the prompt otherwise is counted beside.
@@ -28,6 +29,8 @@ from sqlora.eval.accuracy import evaluate
 from sqlora.model.gguf_export import GGUF_FILE, check_exportable, export_gguf
 from sqlora.model.loading import load_tokenizer, merged_model, tokenizer_dir
 from sqlora.predict.generation import generate, sql_end_token_ids
+
+ROUNDED = "transformers merged, 2-D weights rounded to float16"
 
 
 def transformers_answers(model, tokenizer, prompts, predict) -> tuple[list[str], float]:
@@ -98,6 +101,9 @@ def main() -> None:
             files[kind.name] = export_gguf(model, tokenizer, args.base, args.adapter, folder / kind.name, kind)
             size = files[kind.name].stat().st_size / 1e6
             print(f"exported {kind.name} in {time.perf_counter() - started:.0f} s: {size:,.0f} MB", flush=True)
+        if "f16" in files:  # what the f16 file should hold: the merged model, its 2-D weights rounded
+            round_to_float16(model)
+            runs[ROUNDED] = transformers_answers(model, tokenizer, prompts, predict)
         del model
         for name, path in files.items():
             from transformers import AutoModelForCausalLM
@@ -119,8 +125,23 @@ def main() -> None:
         for item in items:
             print(f"  #{item['index']} merged {'right' if item['merged_right'] else 'wrong'}: {item['merged']}\n"
                   f"  {' ' * len(str(item['index']))}  this   {'right' if item['right'] else 'wrong'}: {item['sql']}")
+    if ROUNDED in runs and "transformers GGUF f16" in runs:
+        rounded, read_back = ([extract_sql(t) for t in runs[key][0]] for key in (ROUNDED, "transformers GGUF f16"))
+        notes["f16 against the rounded merged model"] = (
+            f"{sum(a != b for a, b in zip(rounded, read_back))} of {len(questions)} SQL differ")
+        print(f"\ntransformers GGUF f16 against {ROUNDED}: {notes['f16 against the rounded merged model']}")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "differences": differences, "notes": notes}, indent=2) + "\n")
+
+
+def round_to_float16(model) -> None:
+    """Round every weight the f16 file stores as F16 (the 2-D ones) to float16 and back, in place."""
+    import torch
+
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.ndim >= 2:
+                parameter.copy_(parameter.to(torch.float16).to(parameter.dtype))
 
 
 def model_dtype(quant):
