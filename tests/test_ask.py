@@ -263,6 +263,15 @@ def test_ctrl_c_or_ctrl_d_at_the_prompt_ends_it_cleanly(work, capsys, monkeypatc
     assert code == 0 and "(1 row)" in out and "Traceback" not in err and "Ctrl-D ends" in err
 
 
+@pytest.mark.parametrize(("platform", "keys"), [("win32", "Ctrl-Z then Enter"), ("linux", "Ctrl-D"),
+                                                ("darwin", "Ctrl-D")])
+def test_the_prompt_names_the_keys_that_end_input_here(monkeypatch, platform, keys):
+    from sqlora.ask import end_of_input_keys
+
+    monkeypatch.setattr(sys, "platform", platform)
+    assert end_of_input_keys() == keys
+
+
 # ---------------------------------------------------------------- the database is never modified
 
 HOSTILE_GENERATIONS = [

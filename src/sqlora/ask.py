@@ -324,6 +324,11 @@ class Session:
         return Reply(answer, time.perf_counter() - started)
 
 
+def end_of_input_keys() -> str:
+    """The keys that end typed input in this platform's terminal."""
+    return "Ctrl-Z then Enter" if sys.platform == "win32" else "Ctrl-D"
+
+
 def typed_questions(database: Path, terminal):
     """Questions typed at a prompt on `terminal` (the real stdout), or read line by line from
     piped input, until it ends (Ctrl-D) or Ctrl-C is pressed at the prompt; blank lines are
@@ -332,7 +337,7 @@ def typed_questions(database: Path, terminal):
     if interactive:
         with contextlib.suppress(ImportError):
             import readline  # noqa: F401 - line editing and history for input(), where the platform has it
-        note(f"Ask about {database.name}; an empty line does nothing, Ctrl-D ends.")
+        note(f"Ask about {database.name}; an empty line does nothing, {end_of_input_keys()} ends.")
     while True:
         try:
             if interactive:
