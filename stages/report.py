@@ -17,7 +17,6 @@ from sqlora.core.errors import SqloraError, run_stage
 from sqlora.core.files import replace_dir, staging_area
 from sqlora.core.params import Params
 from sqlora.eval.report import (
-    DISTINCT_DROPPED,
     answers_of,
     facts_of,
     join_questions,
@@ -110,7 +109,7 @@ def main() -> None:
              '<a href="../compare/index.html">outputs/compare/index.html</a>.</p>'
              + parameters_html(main_parameters(params, resolved)))
     page = render_page("sqlora run report", questions, labels=(title_of(before), title_of(after)), intro=intro,
-                       previews=previews, preview_note=DISTINCT_DROPPED if spider else "")
+                       previews=previews, distinct_dropped=spider)
 
     with staging_area(args.out) as staging:
         new = staging / args.out.name

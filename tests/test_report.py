@@ -145,13 +145,9 @@ def test_outcomes():
                                                                           "both-wrong"]
 
 
-def read_per_question(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
 def test_results_show_the_rows_the_verdict_compared(run):
     """Spider's metric drops DISTINCT from both queries: the page runs them the same way, and says so."""
-    from sqlora.eval.report import DISTINCT_DROPPED, run_preview, scored_by_spider
+    from sqlora.eval.report import DISTINCT_DROPPED, read_jsonl, run_preview, scored_by_spider
     from sqlora.sql.sandbox import DatabaseCache
 
     database = run["db"] / "concert" / "concert.sqlite"
@@ -164,4 +160,4 @@ def test_results_show_the_rows_the_verdict_compared(run):
     assert Page(run["page"].read_text(encoding="utf-8")).data["previewNote"] == DISTINCT_DROPPED
     # BIRD's metric compares the results as written: no plug-value verdicts, nothing dropped
     assert not scored_by_spider([{"index": 0, "finetuned_exec": 1, "finetuned_exec_error": None}])
-    assert scored_by_spider(read_per_question(run["per_question"]))
+    assert scored_by_spider(read_jsonl(run["per_question"].read_text(encoding="utf-8")))

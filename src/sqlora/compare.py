@@ -31,7 +31,6 @@ from sqlora.core.errors import SqloraError, run_stage
 from sqlora.core.files import write_text_atomic
 from sqlora.eval.accuracy import ALL_LEVELS
 from sqlora.eval.report import (
-    DISTINCT_DROPPED,
     MODE_TITLES,
     MODES,
     OUTCOMES,
@@ -143,8 +142,9 @@ def project_root() -> Path:
         return Path.cwd()
 
 
-def run_questions(run: Run, model: str) -> tuple[dict, dict, list]:
-    """A run's verdicts and SQL for `model`: (facts by index, answers by index, gold lines)."""
+def run_questions(run: Run, model: str) -> tuple[dict, dict, bool]:
+    """A run's verdicts and SQL for `model`: (facts by index, answers by index, whether Spider's
+    metric judged them)."""
     text = run.read(PER_QUESTION)
     if text is None:
         raise SqloraError(f"{run.label}: no per-question results ({PER_QUESTION}: {run.missing})")
@@ -155,7 +155,8 @@ def run_questions(run: Run, model: str) -> tuple[dict, dict, list]:
     generations_text = run.read(run.generations_path(model))
     generations = read_jsonl(generations_text) if generations_text is not None else None
     gold = read_gold(run.read(GOLD) or "")
-    return facts_of(per_question, gold, generations), answers_of(per_question, generations, model), gold
+    return (facts_of(per_question, gold, generations), answers_of(per_question, generations, model),
+            scored_by_spider(per_question))
 
 
 def flat_params(text: str | None) -> dict[str, object]:
@@ -181,11 +182,11 @@ def changed_params(a: Run, b: Run) -> list[tuple[str, object, object]]:
             if first.get(key) != second.get(key)]
 
 
-def compare(a: Run, b: Run, model: str) -> tuple[list[Question], int]:
-    """Questions both runs answered (same index, same database), A before and B after; and how
-    many the two runs do not share."""
+def compare(a: Run, b: Run, model: str) -> tuple[list[Question], int, bool]:
+    """Questions both runs answered (same index, same database), A before and B after; how many
+    the two runs do not share; and whether Spider's metric judged B's."""
     facts_a, answers_a, _ = run_questions(a, model)
-    facts_b, answers_b, _ = run_questions(b, model)
+    facts_b, answers_b, spider = run_questions(b, model)
     shared = {index: fact for index, fact in facts_b.items()
               if index in facts_a and facts_a[index].db_id == fact.db_id}
     for index, fact in shared.items():  # what B lacks (its gold file, say), A may have
@@ -193,7 +194,7 @@ def compare(a: Run, b: Run, model: str) -> tuple[list[Question], int]:
             other = facts_a[index]
             shared[index] = Facts(fact.db_id, fact.hardness, fact.text or other.text, fact.gold or other.gold)
     unshared = len(set(facts_a) | set(facts_b)) - len(shared)
-    return join_questions(shared, answers_a, answers_b), unshared
+    return join_questions(shared, answers_a, answers_b), unshared, spider
 
 
 def summary(questions: list[Question], a: Run, b: Run, model: str, mode: str, unshared: int,
@@ -248,8 +249,9 @@ def text_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def page(questions: list[Question], result: dict, previews: dict, report: str | None, spider: bool = True) -> str:
-    """The comparison as a page; report: a link to the workspace's report page, where there is one."""
+def page(questions: list[Question], result: dict, previews: dict, report: str | None, spider: bool) -> str:
+    """The comparison as a page; report: a link to the workspace's report page, where there is one;
+    spider: Spider's metric judged the runs (the previews ran without DISTINCT)."""
     from html import escape
 
     changes = "".join(f"<li><code>{escape(item['key'])}</code>: {escape(str(item['a']))} → "
@@ -261,7 +263,7 @@ def page(questions: list[Question], result: dict, previews: dict, report: str | 
              + (f'<ul class="intro">{changes}</ul>' if changes else ""))
     ordered = broken_first(questions)
     return render_page("sqlora compare", ordered, labels=("A", "B"), intro=intro, previews=previews,
-                       preview_note=DISTINCT_DROPPED if spider else "")
+                       distinct_dropped=spider)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -282,12 +284,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run_compare(args: argparse.Namespace) -> None:
     root = project_root()
     a, b = open_run(args.a, root), open_run(args.b, root)
-    questions, unshared = compare(a, b, args.model)
+    questions, unshared, spider = compare(a, b, args.model)
     if not questions:
         raise SqloraError(f"{a.label} and {b.label} share no question (were they run on the same data?)")
     result = summary(questions, a, b, args.model, args.mode, unshared, changed_params(a, b))
     changed = [q for q in questions if q.before.right(args.mode) != q.after.right(args.mode)]
-    spider = scored_by_spider(read_jsonl(b.read(PER_QUESTION) or ""))
     previews = preview_results(changed, args.db, drop_distinct=spider) if args.db.is_dir() else {}
     report = root / REPORT
     link = Path(os.path.relpath(report, args.html.resolve().parent)).as_posix() if report.is_file() else None

@@ -380,12 +380,12 @@ def _script_json(data) -> str:
 
 def render_page(title: str, questions: Sequence[Question], *, labels: tuple[str, str], intro: str = "",
                 previews: dict[int, dict] | None = None, summary_tables: bool = True,
-                preview_note: str = "") -> str:
-    """The whole page. intro: HTML put under the title (the run's parameters, links); preview_note:
-    a line under each question's results (how they were run)."""
+                distinct_dropped: bool = False) -> str:
+    """The whole page. intro: HTML put under the title (the run's parameters, links);
+    distinct_dropped: the previews ran without DISTINCT (`preview_results`), said under each."""
     tables = accuracy_table(questions, labels) + (outcome_table(questions, labels) if summary_tables else "")
     data = {"labels": list(labels), "previews": {str(k): v for k, v in (previews or {}).items()},
-            "previewNote": preview_note}
+            "previewNote": DISTINCT_DROPPED if distinct_dropped else ""}
     rows = "".join(question_html(question, labels) for question in questions)
     return (
         "<!DOCTYPE html>\n"
