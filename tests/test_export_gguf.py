@@ -16,6 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
+from script_modules import one_error_line
 from tiny_model import build_tiny_base_model  # noqa: E402
 
 from sqlora.core.params import QuantParams, as_dict  # noqa: E402
@@ -62,12 +63,6 @@ def work(tmp_path_factory, tiny_models):
 def export(run_script, root, base, adapter, out, kind):
     return run_script("stages/export.py", "--adapter", adapter, "--base", base, "--out", out, "--gguf", kind,
                       cwd=root, timeout=300)
-
-
-def one_error_line(done) -> str:
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr[-2000:]
-    return lines[0]
 
 
 def loaded_back(folder):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from script_modules import one_error_line
 from tiny_spider import zip_tiny_spider
 
 from sqlora.core.errors import SqloraError
@@ -75,14 +76,6 @@ def fetch(tmp_path, run_script):
         write_params(project, source, sha256)
         return run_script(STAGE, "--out", "data/spider", *extra, cwd=project), project / "data" / "spider"
     return run
-
-
-def one_error_line(result) -> str:
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 def assert_complete(out: Path) -> None:

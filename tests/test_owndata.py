@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from script_modules import one_error_line, read_jsonl
 from tiny_owndata import (
     BIRD_DEV,
     BIRD_TRAIN,
@@ -52,18 +53,6 @@ def stages(tmp_path, run_script):
                               "--out", "data/prepared", "--metrics", "metrics/data.json", cwd=project)
         return fetched, prepared, project
     return run
-
-
-def one_error_line(result) -> str:
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 # --- reading question files ----------------------------------------------------------

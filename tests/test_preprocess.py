@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from script_modules import one_error_line, read_jsonl
 from tiny_spider import DEV, TRAIN, build_tiny_spider
 
 from sqlora.data.prompts import SYSTEM_PROMPT
@@ -39,18 +40,6 @@ def preprocess(tiny_spider, tmp_path, run_script):
         return result, project / "data" / "prepared"
     run.project, run.parameters = project, 135_000_000  # the model's size, as prepare-model records it
     return run
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def one_error_line(result) -> str:
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 def test_every_gold_query_runs_on_its_database(tmp_path):
