@@ -3,7 +3,8 @@
 Run after `dvc repro prepare-model preprocess` (it reads outputs/base_model and
 data/prepared/train.jsonl):   python benchmarks/bench_train.py --steps 60
 Prints one row per recipe: the dtype it computed in, the memory its frozen base weights take,
-tokens/s (non-padding tokens), seconds per step and peak GPU memory.
+tokens/s (non-padding tokens), seconds per step and peak GPU memory. SQLORA_GPU_MEMORY_GB caps
+the GPU memory as in the training stage.
 Each `--also SECTION.KEY=VALUE` adds a row: the defaults with that setting changed, e.g.
 `--also train.dequantize=false` (train on the 4-bit layers as bitsandbytes runs them); several
 settings in one row are separated by spaces: `--also "train.dequantize=true train.float32_norms=false"`.
@@ -23,6 +24,7 @@ import yaml
 from sqlora.core.errors import ParamError
 from sqlora.core.params import LoraParams, Params, QuantParams, TrainParams
 from sqlora.data.prompts import prompt_text
+from sqlora.model.devices import cap_gpu_memory, describe_device
 from sqlora.model.loading import load_for_training, load_tokenizer, lora_config
 from sqlora.model.precision import compute_dtype
 from sqlora.train.loop import RunFiles, train_lora
@@ -90,6 +92,8 @@ def main() -> None:
                         help="add a row: the defaults with these settings of params.yaml changed (repeatable)")
     args = parser.parse_args()
 
+    cap_gpu_memory()  # SQLORA_GPU_MEMORY_GB, as the training stage applies it
+    print(describe_device())
     params = Params.read()
     quant = params.quant
     ours = for_benchmark(params.train, args.steps)
