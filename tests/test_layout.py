@@ -120,3 +120,15 @@ def test_each_stage_lists_the_code_it_runs_among_its_deps():
         assert script in covered, name
     train_code = stage_code("quantize-and-train", Path("stages/train.py"), root / "dvc.yaml")
     assert train_code and all(str(path).startswith(("src/", "stages/")) for path in train_code)
+
+
+def test_no_stage_lists_a_path_twice():
+    """A repeated dep, param or output is a copy-paste slip that DVC accepts without a word."""
+    import yaml
+
+    stages = yaml.safe_load((PACKAGE.parents[1] / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        for section in ("deps", "params", "outs", "metrics"):
+            entries = [next(iter(e)) if isinstance(e, dict) else e for e in body.get(section, [])]
+            assert len(entries) == len(set(entries)), (name, section, entries)
