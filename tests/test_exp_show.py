@@ -23,6 +23,8 @@ EXPERIMENTS = ("lora.r=8", "lora.r=16", "lora.r=32")
 METRICS = {"final_loss", "runtime_s", "tokens_per_s", "peak_memory_mb", "base_predict_s", "base_predict_peak_mb",
            "finetuned_predict_s", "finetuned_predict_peak_mb", "base_exec_all", "base_plug_all",
            "finetuned_exec_all", "finetuned_plug_all"}
+# each model's accuracy over all questions, strict and plug-value: the first metrics columns
+ACCURACY = ["base_exec_all", "base_plug_all", "finetuned_exec_all", "finetuned_plug_all"]
 # the table the README shows: the parameters and metrics that differ, without the dependencies'
 # hashes (every dependency is a path, and no metric or parameter name holds a /)
 FITTING = ("--only-changed", "--drop", ".*/")
@@ -175,6 +177,7 @@ def test_what_dvc_exp_show_shows(project):
             for model in ((item["model"] for item in stage["foreach"].values()) if "foreach" in stage else [""])}
     names = columns(project)
     assert names[:5] == ["Experiment", "rev", "typ", "Created", "parent"]
+    assert names[5:9] == ACCURACY  # dvc.yaml's top-level metrics list the evaluate stage's first
     assert set(names[5:5 + len(METRICS)]) == METRICS
     assert names[5 + len(METRICS):5 + len(METRICS) + len(keys)] == keys
     assert set(names[5 + len(METRICS) + len(keys):]) == deps
@@ -190,3 +193,12 @@ def test_what_changed_fits_a_terminal(project):
     header = lines[1].split()
     assert {"Experiment", "finetuned_exec_all", "finetuned_plug_all", "final_loss", "tokens_per_s", "lora.r"} <= set(header)
     assert len(lines) == 3 + 2 + len(EXPERIMENTS) + 1  # rules, header, workspace, baseline, each experiment
+
+
+def test_the_first_screen_of_the_plain_table_holds_the_accuracy(project):
+    """Plain `dvc exp show` is far wider than a terminal; its pager shows the left edge first.
+    That edge holds the experiments' names and each model's accuracy."""
+    lines = table(project, width=TERMINAL)
+    header = lines[1][:TERMINAL].split()
+    assert header[:2] == ["Experiment", "Created"] and set(ACCURACY) <= set(header), lines[1][:TERMINAL]
+    assert max(len(line) for line in lines) > TERMINAL  # the rest is to the right, one scroll away
