@@ -18,6 +18,7 @@ from sqlora.core.files import replace_dir, staging_area
 from sqlora.core.params import Params
 from sqlora.eval.report import (
     answers_of,
+    distinct_dropped,
     facts_of,
     join_questions,
     model_names,
@@ -26,7 +27,6 @@ from sqlora.eval.report import (
     read_gold,
     read_jsonl,
     render_page,
-    scored_by_spider,
     title_of,
 )
 
@@ -102,14 +102,14 @@ def main() -> None:
     questions = join_questions(facts_of(per_question, gold, generations[after]),
                                answers_of(per_question, generations[before], before),
                                answers_of(per_question, generations[after], after))
-    spider = scored_by_spider(per_question)
-    previews = preview_results(questions, args.db, drop_distinct=spider)
+    dropped = distinct_dropped(per_question, params.eval.keep_distinct)
+    previews = preview_results(questions, args.db, drop_distinct=dropped)
     intro = (f'<p class="intro">{len(questions)} questions; each model\'s SQL is the candidate it kept. '
              "Compare two runs question by question with <code>sqlora compare A B</code>, which writes "
              '<a href="../compare/index.html">outputs/compare/index.html</a>.</p>'
              + parameters_html(main_parameters(params, resolved)))
     page = render_page("sqlora run report", questions, labels=(title_of(before), title_of(after)), intro=intro,
-                       previews=previews, distinct_dropped=spider)
+                       previews=previews, distinct_dropped=dropped)
 
     with staging_area(args.out) as staging:
         new = staging / args.out.name

@@ -136,3 +136,17 @@ def test_an_unknown_run_is_one_line(project):
     done = sqlora_compare("no-such-run", cwd=project)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().count("\n") == 0 and "no-such-run" in done.stderr
+
+
+def test_previews_drop_distinct_only_where_the_evaluation_did(runs, tmp_path):
+    """Spider's metric drops DISTINCT unless eval.keep_distinct: B's params.yaml decides."""
+    from sqlora.compare import compare, folder_run
+
+    kept = tmp_path / "b_kept"
+    shutil.copytree(runs["b"], kept)
+    params = yaml.safe_load((kept / "params.yaml").read_text(encoding="utf-8"))
+    params["eval"]["keep_distinct"] = True
+    (kept / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    a = folder_run("a", runs["a"])
+    assert compare(a, folder_run("b", runs["b"]), "finetuned")[2] is True
+    assert compare(a, folder_run("b_kept", kept), "finetuned")[2] is False

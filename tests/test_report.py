@@ -147,7 +147,7 @@ def test_outcomes():
 
 def test_results_show_the_rows_the_verdict_compared(run):
     """Spider's metric drops DISTINCT from both queries: the page runs them the same way, and says so."""
-    from sqlora.eval.report import DISTINCT_DROPPED, read_jsonl, run_preview, scored_by_spider
+    from sqlora.eval.report import DISTINCT_DROPPED, distinct_dropped, read_jsonl, run_preview
     from sqlora.sql.sandbox import DatabaseCache
 
     database = run["db"] / "concert" / "concert.sqlite"
@@ -159,5 +159,7 @@ def test_results_show_the_rows_the_verdict_compared(run):
     assert len(set(as_written.rows)) == len(as_written.rows) < 5
     assert Page(run["page"].read_text(encoding="utf-8")).data["previewNote"] == DISTINCT_DROPPED
     # BIRD's metric compares the results as written: no plug-value verdicts, nothing dropped
-    assert not scored_by_spider([{"index": 0, "finetuned_exec": 1, "finetuned_exec_error": None}])
-    assert scored_by_spider(read_jsonl(run["per_question"].read_text(encoding="utf-8")))
+    assert not distinct_dropped([{"index": 0, "finetuned_exec": 1, "finetuned_exec_error": None}], False)
+    spider = read_jsonl(run["per_question"].read_text(encoding="utf-8"))
+    assert distinct_dropped(spider, keep_distinct=False)
+    assert not distinct_dropped(spider, keep_distinct=True)  # eval.keep_distinct: Spider's metric keeps it

@@ -39,6 +39,7 @@ from sqlora.eval.report import (
     accuracy,
     answers_of,
     broken_first,
+    distinct_dropped,
     facts_of,
     join_questions,
     model_names,
@@ -48,7 +49,6 @@ from sqlora.eval.report import (
     read_gold,
     read_jsonl,
     render_page,
-    scored_by_spider,
     title_of,
 )
 
@@ -143,8 +143,8 @@ def project_root() -> Path:
 
 
 def run_questions(run: Run, model: str) -> tuple[dict, dict, bool]:
-    """A run's verdicts and SQL for `model`: (facts by index, answers by index, whether Spider's
-    metric judged them)."""
+    """A run's verdicts and SQL for `model`: (facts by index, answers by index, whether its
+    evaluation compared results without DISTINCT)."""
     text = run.read(PER_QUESTION)
     if text is None:
         raise SqloraError(f"{run.label}: no per-question results ({PER_QUESTION}: {run.missing})")
@@ -155,8 +155,9 @@ def run_questions(run: Run, model: str) -> tuple[dict, dict, bool]:
     generations_text = run.read(run.generations_path(model))
     generations = read_jsonl(generations_text) if generations_text is not None else None
     gold = read_gold(run.read(GOLD) or "")
+    keep_distinct = flat_params(run.read(PARAMS)).get("eval.keep_distinct") is True
     return (facts_of(per_question, gold, generations), answers_of(per_question, generations, model),
-            scored_by_spider(per_question))
+            distinct_dropped(per_question, keep_distinct))
 
 
 def flat_params(text: str | None) -> dict[str, object]:
@@ -184,9 +185,9 @@ def changed_params(a: Run, b: Run) -> list[tuple[str, object, object]]:
 
 def compare(a: Run, b: Run, model: str) -> tuple[list[Question], int, bool]:
     """Questions both runs answered (same index, same database), A before and B after; how many
-    the two runs do not share; and whether Spider's metric judged B's."""
+    the two runs do not share; and whether B's evaluation compared results without DISTINCT."""
     facts_a, answers_a, _ = run_questions(a, model)
-    facts_b, answers_b, spider = run_questions(b, model)
+    facts_b, answers_b, dropped = run_questions(b, model)
     shared = {index: fact for index, fact in facts_b.items()
               if index in facts_a and facts_a[index].db_id == fact.db_id}
     for index, fact in shared.items():  # what B lacks (its gold file, say), A may have
@@ -194,7 +195,7 @@ def compare(a: Run, b: Run, model: str) -> tuple[list[Question], int, bool]:
             other = facts_a[index]
             shared[index] = Facts(fact.db_id, fact.hardness, fact.text or other.text, fact.gold or other.gold)
     unshared = len(set(facts_a) | set(facts_b)) - len(shared)
-    return join_questions(shared, answers_a, answers_b), unshared, spider
+    return join_questions(shared, answers_a, answers_b), unshared, dropped
 
 
 def summary(questions: list[Question], a: Run, b: Run, model: str, mode: str, unshared: int,
@@ -249,9 +250,9 @@ def text_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def page(questions: list[Question], result: dict, previews: dict, report: str | None, spider: bool) -> str:
+def page(questions: list[Question], result: dict, previews: dict, report: str | None, dropped: bool) -> str:
     """The comparison as a page; report: a link to the workspace's report page, where there is one;
-    spider: Spider's metric judged the runs (the previews ran without DISTINCT)."""
+    dropped: the previews ran without DISTINCT, as the evaluation compared the results."""
     from html import escape
 
     changes = "".join(f"<li><code>{escape(item['key'])}</code>: {escape(str(item['a']))} → "
@@ -263,7 +264,7 @@ def page(questions: list[Question], result: dict, previews: dict, report: str | 
              + (f'<ul class="intro">{changes}</ul>' if changes else ""))
     ordered = broken_first(questions)
     return render_page("sqlora compare", ordered, labels=("A", "B"), intro=intro, previews=previews,
-                       distinct_dropped=spider)
+                       distinct_dropped=dropped)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -284,15 +285,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run_compare(args: argparse.Namespace) -> None:
     root = project_root()
     a, b = open_run(args.a, root), open_run(args.b, root)
-    questions, unshared, spider = compare(a, b, args.model)
+    questions, unshared, dropped = compare(a, b, args.model)
     if not questions:
         raise SqloraError(f"{a.label} and {b.label} share no question (were they run on the same data?)")
     result = summary(questions, a, b, args.model, args.mode, unshared, changed_params(a, b))
     changed = [q for q in questions if q.before.right(args.mode) != q.after.right(args.mode)]
-    previews = preview_results(changed, args.db, drop_distinct=spider) if args.db.is_dir() else {}
+    previews = preview_results(changed, args.db, drop_distinct=dropped) if args.db.is_dir() else {}
     report = root / REPORT
     link = Path(os.path.relpath(report, args.html.resolve().parent)).as_posix() if report.is_file() else None
-    write_text_atomic(args.html, page(questions, result, previews, link, spider))
+    write_text_atomic(args.html, page(questions, result, previews, link, dropped))
     result["html"] = str(args.html)
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))

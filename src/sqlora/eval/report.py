@@ -110,9 +110,10 @@ def read_gold(text: str) -> list[tuple[str, str]]:
     return [(sql.strip(), db_id.strip()) for sql, _, db_id in (line.rpartition("\t") for line in lines)]
 
 
-def scored_by_spider(per_question: Sequence[dict]) -> bool:
-    """Whether Spider's metric judged these results (it has a plug-value verdict; BIRD's has none)."""
-    return any(key.endswith("_plug") for row in per_question[:1] for key in row)
+def distinct_dropped(per_question: Sequence[dict], keep_distinct: bool) -> bool:
+    """Whether the evaluator compared these results without DISTINCT: Spider's metric (it gives a
+    plug-value verdict; BIRD's gives none) drops it from both queries unless eval.keep_distinct."""
+    return not keep_distinct and any(key.endswith("_plug") for row in per_question[:1] for key in row)
 
 
 def model_names(per_question: Sequence[dict]) -> list[str]:
